@@ -1,0 +1,24 @@
+"""agent_tree: supervised trees of agents with typed handoffs, run in-process or durably."""
+
+from agent_tree.context import RunContext, run_turn
+from agent_tree.hooks import OrchestratorHooks
+from agent_tree.models import HandoffResult, HandoffTraces, SupervisorResult, ToolResult
+from agent_tree.node import AgentNode, Tool
+from agent_tree.orchestrator import SupervisorOrchestrator
+from agent_tree.tree import AgentTree
+
+__all__ = [
+    "AgentNode",
+    "AgentTree",
+    "HandoffResult",
+    "HandoffTraces",
+    "OrchestratorHooks",
+    "RunContext",
+    "SupervisorOrchestrator",
+    "SupervisorResult",
+    "Tool",
+    "ToolResult",
+    "run_turn",
+]
+
+__version__ = "0.1.0"

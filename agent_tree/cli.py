@@ -1,0 +1,189 @@
+"""The ``agent-tree`` command: run trees in-process, validate manifests, and the platform commands.
+
+Subcommands of the worker and the operator (``worker``, ``db``, ``logs``, ``history``,
+``operator``) register themselves through ``register(subparsers)`` in
+``agent_tree_worker.cli`` and ``agent_tree_operator.cli``; the core stays free of their imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent_tree.compiler import CompileError, compile_tree
+from agent_tree.events import event_hooks, format_event
+from agent_tree.spec import AgentRunManifest, AgentTreeManifest, ManifestError, parse_manifest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+PLUGINS = ("agent_tree_worker.cli", "agent_tree_operator.cli")
+
+
+def load_documents(path: str) -> list[tuple[str, Any]]:
+    """All YAML documents of a file (``-`` for stdin), each with a ``file#index`` label."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise ManifestError(path, [f"cannot read file: {exc.strerror}"]) from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise ManifestError(path, [f"not valid YAML: {exc}"]) from None
+    if not docs:
+        raise ManifestError(path, ["the file holds no YAML document"])
+    return [(f"{path}#{i}" if len(docs) > 1 else path, d) for i, d in enumerate(docs)]
+
+
+def load_tree(path: str) -> tuple[AgentTreeManifest, list[AgentRunManifest]]:
+    """The AgentTree of a file, plus any AgentRuns in it."""
+    trees, runs = [], []
+    for label, doc in load_documents(path):
+        manifest = parse_manifest(doc, label)
+        (trees if isinstance(manifest, AgentTreeManifest) else runs).append(manifest)
+    if len(trees) != 1:
+        raise ManifestError(path, [f"expected exactly one AgentTree, found {len(trees)}"])
+    return trees[0], runs
+
+
+def add_import_path(manifest_path: str) -> None:
+    """Make the manifest's folder importable, so its entrypoints resolve like a worker's PYTHONPATH."""
+    folder = str(Path(manifest_path).resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+async def run_embedded(tree_path: str, user_input: str | None, context: dict[str, Any], as_json: bool) -> int:
+    tree_manifest, runs = load_tree(tree_path)
+    if user_input is None:
+        if not runs:
+            print(f"error: --input is required ({tree_path} holds no AgentRun)", file=sys.stderr)
+            return 2
+        user_input = runs[0].spec.input
+        context = {**runs[0].spec.context, **context}
+    add_import_path(tree_path)
+    compiled = compile_tree(tree_manifest.spec, name=tree_manifest.metadata.name)
+    events: list[dict[str, Any]] = []
+
+    async def sink(event: dict[str, Any]) -> None:
+        events.append(event)
+        if not as_json:
+            print(format_event(event), flush=True)
+
+    result = await compiled.orchestrator(hooks=event_hooks(sink)).run(user_input, context)
+    if as_json:
+        print(json.dumps({"result": result.model_dump(mode="json"), "events": events}, indent=2, default=str))
+    else:
+        print()
+        print(f"answer: {result.answer}")
+        print(f"status: {result.status}")
+        print(f"plan:   {json.dumps(result.plan) if result.plan is not None else '-'}")
+        print(f"steps:  {result.steps}  final agent: {result.final_agent or '-'}")
+    return 0 if result.status == "completed" else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    context = {}
+    for item in args.context or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"error: --context {item!r}: expected KEY=VALUE", file=sys.stderr)
+            return 2
+        context[key] = value
+    return asyncio.run(run_embedded(args.file, args.input, context, args.json))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    failed = 0
+    for path in args.file:
+        try:
+            documents = load_documents(path)
+        except ManifestError as exc:
+            print(f"FAIL {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        for label, doc in documents:
+            try:
+                manifest = parse_manifest(doc, label)
+            except ManifestError as exc:
+                print(f"FAIL {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            if args.resolve and isinstance(manifest, AgentTreeManifest):
+                add_import_path(path)
+                try:
+                    compile_tree(manifest.spec, manifest.metadata.name)
+                except CompileError as exc:
+                    print(f"FAIL {label}:\n  {exc}", file=sys.stderr)
+                    failed += 1
+                    continue
+            print(f"ok   {label}: {manifest.kind} {manifest.metadata.name}")
+    return 1 if failed else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    tree = EXAMPLES / "invoice" / "agenttree.yaml"
+    if not tree.exists():
+        print(f"error: the invoice example is missing ({tree}); run from a clone of agent-tree", file=sys.stderr)
+        return 2
+    question = args.input or f"Why was invoice #{args.invoice} rejected?"
+    return asyncio.run(run_embedded(str(tree), question, {}, args.json))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agent-tree", description="Supervised trees of AI agents.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a tree in-process (embedded mode) and stream its events")
+    run.add_argument("-f", "--file", required=True, help="AgentTree manifest (may also hold an AgentRun)")
+    run.add_argument("-i", "--input", help="the request (default: the AgentRun's spec.input in the file)")
+    run.add_argument("-c", "--context", action="append", metavar="KEY=VALUE", help="initial context entries")
+    run.add_argument("--json", action="store_true", help="print the result and events as JSON")
+    run.set_defaults(func=cmd_run)
+
+    val = sub.add_parser("validate", help="check AgentTree/AgentRun manifests offline")
+    val.add_argument("-f", "--file", action="append", required=True, help="manifest file (repeatable, '-' = stdin)")
+    val.add_argument("--resolve", action="store_true", help="also import every entrypoint")
+    val.set_defaults(func=cmd_validate)
+
+    demo = sub.add_parser("demo", help="run the invoice example in-process")
+    demo.add_argument("--invoice", default="4821", help="invoice number to ask about (default 4821)")
+    demo.add_argument("-i", "--input", help="ask your own question instead")
+    demo.add_argument("--json", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+    for module_name in PLUGINS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ManifestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except CompileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Run events: one flat, JSON-ready record per hook call.
+
+The CLI prints them, the durable runtime stores them in PostgreSQL and publishes them to Redis,
+and tests compare embedded and durable runs by their event sequences. Keep the vocabulary small:
+
+``agent_start``, ``agent_end``, ``handoff``, ``tool_start``, ``tool_end``, ``reasoning``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from agent_tree.hooks import OrchestratorHooks
+from agent_tree.models import HandoffResult, SupervisorResult, ToolResult
+
+EVENT_TYPES = ("agent_start", "agent_end", "handoff", "tool_start", "tool_end", "reasoning")
+
+Sink = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def preview(value: Any, limit: int = 200) -> str:
+    """A one-line JSON preview of ``value``, cut at ``limit`` characters."""
+    try:
+        text = json.dumps(value, default=str, ensure_ascii=False, sort_keys=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def event_hooks(sink: Sink) -> OrchestratorHooks:
+    """OrchestratorHooks that turn every hook call into an event dict passed to ``sink``."""
+
+    async def node_start(node: Any, input: str) -> None:
+        await sink({"type": "agent_start", "agent": node.name, "input": input})
+
+    async def node_end(node: Any, result: HandoffResult | SupervisorResult) -> None:
+        await sink({"type": "agent_end", "agent": node.name, "status": result.status, "summary": _summary(result)})
+
+    async def handoff(result: HandoffResult) -> None:
+        await sink(
+            {
+                "type": "handoff",
+                "agent": result.from_agent,
+                "to_agent": result.to_agent,
+                "status": result.status,
+                "summary": result.summary,
+                "payload": result.payload,
+            }
+        )
+
+    async def tool_start(tool_name: str, args: dict[str, Any]) -> None:
+        await sink({"type": "tool_start", "tool": tool_name, "args": args})
+
+    async def tool_end(tool_name: str, result: ToolResult) -> None:
+        await sink(
+            {
+                "type": "tool_end",
+                "tool": tool_name,
+                "status": result.status,
+                "output": result.output,
+                "error": result.error,
+            }
+        )
+
+    async def reasoning(agent_name: str, thought: str) -> None:
+        await sink({"type": "reasoning", "agent": agent_name, "thought": thought})
+
+    return OrchestratorHooks(node_start, node_end, handoff, tool_start, tool_end, reasoning)
+
+
+def _summary(result: HandoffResult | SupervisorResult) -> str:
+    return result.summary if isinstance(result, HandoffResult) else result.answer
+
+
+def format_event(event: dict[str, Any]) -> str:
+    """A readable one-line rendering of an event, for terminals and logs."""
+    kind = event.get("type")
+    agent = event.get("agent", "")
+    if kind == "agent_start":
+        return f"> {agent} started: {preview(event.get('input', ''), 120)}"
+    if kind == "agent_end":
+        return f"< {agent} ended [{event.get('status')}]: {event.get('summary', '')}"
+    if kind == "handoff":
+        return f"~ handoff {agent} -> {event.get('to_agent')} [{event.get('status')}]: {event.get('summary', '')}"
+    if kind == "tool_start":
+        return f"  * tool {event.get('tool')}({preview(event.get('args', {}), 160)})"
+    if kind == "tool_end":
+        if event.get("status") == "error":
+            return f"  ! tool {event.get('tool')} failed: {event.get('error')}"
+        return f"  = tool {event.get('tool')} -> {preview(event.get('output'), 160)}"
+    if kind == "reasoning":
+        return f"  . {agent} thinks: {event.get('thought', '')}"
+    return preview(event)

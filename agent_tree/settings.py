@@ -1,0 +1,47 @@
+"""Connection settings shared by the worker, the operator and the CLI, loaded once from the environment.
+
+Each setting reads ``AGENT_TREE_<NAME>`` first and falls back to the unprefixed variable the local
+platform's env file exports (``TEMPORAL_ADDRESS``, ``DATABASE_URL``, ``REDIS_URL``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+
+class SettingsError(ValueError):
+    """An environment variable with a value that cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    database_url: str | None = None
+    redis_url: str | None = None
+    metrics_port: int = 0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            key = f"AGENT_TREE_{f.name.upper()}"
+            raw = env.get(key)
+            if raw is None and f.name in ("temporal_address", "database_url", "redis_url"):
+                raw = env.get(f.name.upper())
+            if raw is None or raw == "":
+                continue
+            if f.type in ("int", int):
+                try:
+                    values[f.name] = int(raw)
+                except ValueError:
+                    raise SettingsError(f"{key}={raw!r} is not an integer") from None
+            else:
+                values[f.name] = raw
+        settings = cls(**values)  # type: ignore[arg-type]
+        if not 0 <= settings.metrics_port <= 65535:
+            raise SettingsError(f"AGENT_TREE_METRICS_PORT={settings.metrics_port} is outside 0..65535")
+        return settings
