@@ -85,7 +85,7 @@ async def run_embedded(tree_path: str, user_input: str | None, context: dict[str
         print()
         print(f"answer: {result.answer}")
         print(f"status: {result.status}")
-        print(f"plan:   {json.dumps(result.plan) if result.plan is not None else '-'}")
+        print(f"plan:   {json.dumps(result.plan, ensure_ascii=False) if result.plan is not None else '-'}")
         print(f"steps:  {result.steps}  final agent: {result.final_agent or '-'}")
     return 0 if result.status == "completed" else 1
 

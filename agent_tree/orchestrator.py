@@ -6,6 +6,7 @@ uses too; this module only runs the turns and fires the hooks.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -117,7 +118,7 @@ class SupervisorOrchestrator:
         await self.hooks.fire("on_node_start", root, user_input)
         plan = await make_plan(self.planner, user_input)
         if plan is not None:
-            await self.hooks.fire("on_reasoning_step", root.name, f"plan: {plan}")
+            await self.hooks.fire("on_reasoning_step", root.name, f"plan: {json.dumps(plan, ensure_ascii=False, default=str)}")
         result = await supervise(
             root,
             user_input,

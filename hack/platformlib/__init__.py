@@ -1,0 +1,102 @@
+"""The local platform (see docs/development.md): a real Kubernetes control plane
+(etcd, kube-apiserver, kube-controller-manager, kube-scheduler built from Go
+modules by hack/build.sh; kwok for a fake node; hack/podrunner.py for pod
+processes), the Temporal dev server, PostgreSQL and Redis, on loopback ports,
+state under one directory.
+
+CLI: hack/platform up|down|status|start|stop|restart|kubectl|env|logs.
+Tests: `ensure_up()` returns a `Platform` (env, kubectl, pod processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from . import procs
+from .components import COMPONENTS, FAKE_NODE, ORDER
+from .control import down, is_running, status, stop, up
+from .core import REPO, Dir, PlatformError, platform_dir, read_env_file
+
+__all__ = [
+    "COMPONENTS", "FAKE_NODE", "ORDER", "REPO", "Dir", "Platform", "PlatformError", "down", "ensure_up",
+    "platform_dir", "status", "stop", "up",
+]  # fmt: skip
+
+
+class Platform:
+    """A running platform as clients and tests see it."""
+
+    def __init__(self, root: Path | None = None):
+        self.dir = Dir(root)
+        if not self.dir.env_file.exists():
+            raise PlatformError(f"no env file at {self.dir.env_file}: run `hack/platform up`")
+        self.env = read_env_file(self.dir.env_file)
+        self.kubeconfig = self.env.get("KUBECONFIG", "")
+        self.temporal_address = self.env.get("TEMPORAL_ADDRESS", "")
+        self.database_url = self.env.get("DATABASE_URL", "")
+        self.redis_url = self.env.get("REDIS_URL", "")
+        self.bin = self.dir.bin
+        self.logs = self.dir.logs
+        self.audit_log = self.dir.logs / "audit.log"
+
+    def process_env(self) -> dict[str, str]:
+        """os.environ plus the env file, with the platform's bin dir first on PATH."""
+        env = dict(os.environ)
+        env.update(self.env)
+        env["PATH"] = f"{self.bin}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def kubectl(self, *args: str, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run the platform's kubectl (same version as the API server) with its
+        kubeconfig; never raises on a non-zero exit: check .returncode."""
+        return subprocess.run(
+            [str(self.bin / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            input=input, capture_output=True, text=True, timeout=timeout, env=self.process_env(),
+        )  # fmt: skip
+
+    def pod_processes(self) -> dict[str, dict[str, Any]]:
+        """'<namespace>/<pod>' -> {pid, start, ...} of live processes the pod runner holds."""
+        try:
+            pods = json.loads(self.dir.podrunner_state.read_text()).get("pods", {})
+        except (OSError, ValueError):
+            return {}
+        return {k: v for k, v in pods.items() if procs.alive(v.get("pid"), v.get("start"))}
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        try:
+            lines = self.audit_log.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def status(self) -> list[dict[str, Any]]:
+        return status(self.dir)
+
+    def start(self, *names: str) -> None:
+        up(self.dir, names)
+
+    def stop(self, *names: str) -> None:
+        stop(self.dir, names)
+
+    def restart(self, *names: str) -> None:
+        stop(self.dir, names)
+        up(self.dir, names)
+
+
+def ensure_up(components: list[str] | None = None, root: Path | None = None) -> tuple[Platform, list[str]]:
+    """Use the running platform, starting whatever of `components` (default
+    all, with their dependencies) is not running. Returns the platform and the
+    names this call started (stop only those when done)."""
+    d = Dir(root)
+    started = up(d, components)
+    return Platform(d.root), started
+
+
+def running(root: Path | None = None) -> bool:
+    d = Dir(root)
+    state = d.load()
+    state.setdefault("components", {})
+    return all(is_running(state, n) for n in ORDER)
