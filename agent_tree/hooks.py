@@ -38,6 +38,8 @@ class OrchestratorHooks:
             return
         try:
             await hook(*args)
+        except BrokenPipeError:
+            raise
         except Exception:
             log.exception("hook %s raised; the run continues", name)
 

@@ -347,6 +347,7 @@ class AgentRunStatus(BaseModel):
     workflowId: str | None = None
     startedAt: str | None = None
     completedAt: str | None = None
+    duration: str | None = Field(default=None, description="startedAt to completedAt (or to the last update), e.g. 1m32s.")
     message: str | None = None
     observedGeneration: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
