@@ -104,3 +104,30 @@ def test_seed_block_needs_a_tree_without_behaviour_to_fail_clearly():
     result = asyncio.run(SupervisorOrchestrator(ns["tree"]).run("Why was invoice #4821 rejected?"))
     assert result.status == "failed"
     assert "has no behaviour" in result.answer
+
+
+README = SEED.parents[2] / "README.md"
+
+
+def readme_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_readme_shows_the_seed_blocks_verbatim():
+    blocks = readme_blocks()
+    for block in python_blocks():
+        assert block in blocks
+
+
+async def test_readme_behaviour_block_runs_on_the_seed_tree():
+    ns: dict = {}
+    run_block(python_blocks()[0], ns)
+    behaviour = next(b for b in readme_blocks() if "set_behaviour" in b)
+    run_block(behaviour, ns)
+    from agent_tree import RunContext
+
+    ctx = RunContext(ns["specialist"], "Why?", {"invoice_id": "4821"})
+    result = await ns["specialist"].behaviour(ctx)
+    assert result.status == "ok" and result.payload == {"reason": "missing_po"}
+    assert result.traces.tool_calls == ["erp_lookup"]
+    assert result.traces.reasoning_steps == ["Need to look up invoice in ERP"]
