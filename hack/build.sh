@@ -23,13 +23,14 @@ export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
 
 log() { echo "build.sh: $*" >&2; }
 
-command -v go >/dev/null || { log "go is not on PATH (Go >= 1.25 is needed)"; exit 1; }
+need_go() { command -v go >/dev/null || { log "go is not on PATH (Go >= 1.26 is needed to build)"; exit 1; }; }
 
 # --- kubernetes components + etcd + kubectl -------------------------------
 stamp=$(cat "$k8s_src/main.go" "$k8s_src/go.mod" "$k8s_src/go.sum" 2>/dev/null | sha256sum | cut -c1-16)
 if [ -x "$k8s_bin/k8s" ] && [ "$(cat "$k8s_bin/.stamp" 2>/dev/null)" = "$stamp" ]; then
   log "k8s $K8S_VERSION: cached in $k8s_bin"
 else
+  need_go
   if [ ! -f "$k8s_src/go.mod" ] || ! grep -q "k8s.io/kubernetes@${K8S_VERSION}" "$k8s_src/go.mod"; then
     "$k8s_src/gen-gomod.sh"
     (cd "$k8s_src" && go mod tidy)
@@ -57,11 +58,28 @@ fi
 if [ -x "$kwok_bin/kwok" ]; then
   log "kwok $KWOK_VERSION: cached in $kwok_bin"
 else
+  need_go
   log "kwok $KWOK_VERSION: building into $kwok_bin"
   mkdir -p "$kwok_bin"
   start=$(date +%s)
   GOBIN="$kwok_bin" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
   log "kwok $KWOK_VERSION: built in $(( $(date +%s) - start ))s"
+fi
+
+# kwok's default ("fast") stages: nodes become Ready (heartbeat via a Lease),
+# pods become Running/Ready at once, deleted pods go away. They ship as YAML in
+# kwok's module (kustomize/stage); kwokctl embeds them, the bare binary does not.
+if [ ! -s "$kwok_bin/stages.yaml" ]; then
+  need_go
+  kwok_src=$(cd / && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  st=$kwok_src/kustomize/stage
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+           pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    [ -f "$st/$f" ] || { log "kwok stage $f not found in $st"; exit 1; }
+    echo "---"; cat "$st/$f"
+  done > "$kwok_bin/stages.yaml.tmp"
+  mv -f "$kwok_bin/stages.yaml.tmp" "$kwok_bin/stages.yaml"
+  log "kwok $KWOK_VERSION: stages written to $kwok_bin/stages.yaml"
 fi
 
 echo "K8S_BIN=$k8s_bin"

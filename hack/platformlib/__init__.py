@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import procs
 from .components import COMPONENTS, FAKE_NODE, ORDER
@@ -22,7 +24,7 @@ from .core import REPO, Dir, PlatformError, platform_dir, read_env_file
 
 __all__ = [
     "COMPONENTS", "FAKE_NODE", "ORDER", "REPO", "Dir", "Platform", "PlatformError", "down", "ensure_up",
-    "platform_dir", "status", "stop", "up",
+    "platform_dir", "status", "stop", "up", "wait_for",
 ]  # fmt: skip
 
 
@@ -100,3 +102,25 @@ def running(root: Path | None = None) -> bool:
     state = d.load()
     state.setdefault("components", {})
     return all(is_running(state, n) for n in ORDER)
+
+
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
+    """Poll check() until it returns a truthy value (an AssertionError counts as
+    not yet); fail after timeout seconds saying what was awaited and the last
+    value seen. Tests synchronise with this, never with sleeps."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            last = check()
+        except AssertionError as e:
+            last = e
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+        time.sleep(interval)

@@ -1,4 +1,6 @@
-"""CLI of the local platform; run as `hack/platform ...`."""
+"""The local platform (docs/development.md): etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler, kwok (fake node), the pod runner,
+Temporal, PostgreSQL and Redis on free loopback ports, state in one directory."""
 
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     d = Dir()
     if argv[:1] == ["kubectl"]:  # pass everything through untouched
+        if not (d.bin / "kubectl").exists():
+            print(f"platform: no kubectl in {d.bin}: run `hack/platform up`", file=sys.stderr)
+            return 1
         env = dict(os.environ, **read_env_file(d.env_file)) if d.env_file.exists() else dict(os.environ)
         os.execve(str(d.bin / "kubectl"), ["kubectl", f"--kubeconfig={d.kubeconfig}", *argv[1:]], env)
 
@@ -33,9 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_ in (("start", "start components"), ("stop", "stop components"),
                         ("restart", "stop then start components (same ports)")):  # fmt: skip
         sub.add_parser(name, help=help_).add_argument("components", nargs="+", metavar="COMPONENT", choices=ORDER)
-    sub.add_parser("env", help="print the env file (source it: . $(hack/platform env --path))").add_argument(
-        "--path", action="store_true"
-    )
+    sub.add_parser("env", help="print the env file")
+    sub.add_parser("envfile", help="print the env file's path (hack/test sources it)")
     p = sub.add_parser("logs", help="print the tail of a component's log and its path")
     p.add_argument("component", choices=[*ORDER, "audit"])
     p.add_argument("-n", type=int, default=40)
@@ -74,8 +78,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{'total':<19} {'':<6} {'':<8} {total:>8.1f}")
                 print(f"env: {d.env_file}   logs: {d.logs}")
             return 0 if all(r["healthy"] for r in rows if r["healthy"] is not None) else 1
+        elif args.cmd == "envfile":
+            print(d.env_file)
         elif args.cmd == "env":
-            print(d.env_file if args.path else d.env_file.read_text(), end="\n" if args.path else "")
+            if not d.env_file.exists():
+                raise PlatformError(f"no env file at {d.env_file}: run `hack/platform up`")
+            print(d.env_file.read_text(), end="")
         elif args.cmd == "logs":
             log = d.logs / "audit.log" if args.component == "audit" else d.log(args.component)
             print(procs.tail(log, args.n))

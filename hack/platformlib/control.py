@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import procs
-from .components import COMPONENTS, ORDER, Component, resolve_bins
+from .components import COMPONENTS, K8S, ORDER, Component, resolve_bins
 from .core import Dir, PlatformError
 
 Say = Callable[[str], None]
@@ -71,10 +71,11 @@ def up(d: Dir, names: Iterable[str] | None = None, say: Say = _stderr, timeout_s
     with d.lock():
         state = d.load()
         state.setdefault("components", {})
-        state["bins"] = resolve_bins()
+        pending = closure(names or ORDER)
+        # Temporal/PostgreSQL/Redis alone (integration tests) need no Go build
+        state["bins"] = {**state.get("bins", {}), **resolve_bins(build=bool(set(pending) & K8S))}
         d.link_bins(state["bins"])
         d.logs.mkdir(parents=True, exist_ok=True)
-        pending = closure(names or ORDER)
         started: list[str] = []
         ready: set[str] = set()
         waiting: dict[str, float] = {}  # name -> deadline

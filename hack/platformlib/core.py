@@ -39,8 +39,9 @@ def venv_bin() -> Path:
     """The venv whose `agent-tree`, `temporal` and python the platform uses."""
     if os.environ.get("AGENT_TREE_VENV"):
         return Path(os.environ["AGENT_TREE_VENV"]) / "bin"
-    if (REPO / ".venv" / "bin" / "python").exists():
-        return REPO / ".venv" / "bin"
+    with contextlib.suppress(OSError):
+        if (REPO / ".venv" / "bin" / "python").exists():
+            return REPO / ".venv" / "bin"
     return Path(sys.executable).parent
 
 
@@ -204,6 +205,8 @@ current-context: agent-tree-platform
         self.bin.mkdir(parents=True, exist_ok=True)
         for name in ("kubectl", "etcd", "kwok", "temporal"):
             link = self.bin / name
+            if name not in bins:
+                continue
             if link.is_symlink() or link.exists():
                 link.unlink()
             link.symlink_to(bins[name])
