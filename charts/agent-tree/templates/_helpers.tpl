@@ -1,0 +1,93 @@
+{{/* Name of the chart, overridable. */}}
+{{- define "agent-tree.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Full name: "<release>-agent-tree", or the release name when it already contains the chart name. */}}
+{{- define "agent-tree.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "agent-tree.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels every object carries, minus the instance (selector labels add it). part-of=agent-tree
+is also what the local pod runner selects on. */}}
+{{- define "agent-tree.baseLabels" -}}
+helm.sh/chart: {{ include "agent-tree.chart" . }}
+app.kubernetes.io/part-of: agent-tree
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "agent-tree.labels" -}}
+{{ include "agent-tree.baseLabels" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Selector of the operator pod (immutable once installed: keep it small). */}}
+{{- define "agent-tree.operatorSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "agent-tree.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "agent-tree.operatorLabels" -}}
+{{ include "agent-tree.baseLabels" . }}
+{{ include "agent-tree.operatorSelectorLabels" . }}
+{{- end -}}
+
+{{- define "agent-tree.operatorServiceAccountName" -}}
+{{- if .Values.operator.serviceAccount.create -}}
+{{- default (include "agent-tree.fullname" .) .Values.operator.serviceAccount.name -}}
+{{- else -}}
+{{- required "operator.serviceAccount.name is required when operator.serviceAccount.create is false" .Values.operator.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The operator image reference: digest wins over tag; tag defaults to appVersion. */}}
+{{- define "agent-tree.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Default worker image: workers.image, falling back to the operator's image. */}}
+{{- define "agent-tree.workerImage" -}}
+{{- if .Values.workers.image.repository -}}
+{{- printf "%s:%s" .Values.workers.image.repository (default .Chart.AppVersion .Values.workers.image.tag) -}}
+{{- else -}}
+{{- include "agent-tree.image" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* True when the operator watches every namespace (ClusterRole) rather than a list (Roles). */}}
+{{- define "agent-tree.clusterWide" -}}
+{{- if not .Values.operator.watchNamespaces -}}true{{- end -}}
+{{- end -}}
+
+{{/* Namespaces that get the workers' ServiceAccount: release, watched and extra ones, deduplicated. */}}
+{{- define "agent-tree.workerNamespaces" -}}
+{{- $all := concat (list .Release.Namespace) .Values.operator.watchNamespaces .Values.workers.serviceAccount.extraNamespaces -}}
+{{- join "," (uniq $all) -}}
+{{- end -}}
+
+{{/* Name of the Secret the chart creates for connection URLs given as plain values. */}}
+{{- define "agent-tree.connectionSecretName" -}}
+{{- printf "%s-connections" (include "agent-tree.fullname" .) -}}
+{{- end -}}

@@ -1,0 +1,462 @@
+"""The Helm chart: helm lint, helm template with several value sets, and checks on what renders.
+
+Helm comes from hack/build-helm.sh (built from the Go module proxy, cached under
+~/.cache/agent-tree): the session fixture builds or finds it and fails, naming the reason, when it
+cannot. Rendered objects are checked structurally with the `kubernetes` client's models: each
+object is deserialized into its model and serialized back, so a misspelled or misplaced field
+(dropped by the model) shows as a difference. The same manifests also go through a server-side
+dry run against a real API server in tests/e2e/test_helm.py.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "agent-tree"
+KUBE_VERSION = "1.35.0"
+NS = "agent-tree-system"
+
+# What the operator may do, and nothing else: (apiGroup, resource, verb).
+NAMESPACED_PERMISSIONS = (
+    {("agenttree.io", "agenttrees", v) for v in ("get", "list", "watch", "patch")}
+    | {("agenttree.io", "agentruns", v) for v in ("get", "list", "watch", "patch", "delete")}
+    | {("agenttree.io", "agenttrees/status", "patch"), ("agenttree.io", "agentruns/status", "patch")}
+    | {("agenttree.io", "agenttrees/finalizers", "update")}
+    | {("apps", "deployments", v) for v in ("get", "list", "watch", "create", "patch", "delete")}
+    | {("", "events", "create"), ("", "secrets", "get")}
+)
+CLUSTER_PERMISSIONS = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
+# kopf observes the namespaces it was given (cluster-wide it does not need to).
+NAMESPACE_OBSERVATION = {("", "namespaces", v) for v in ("list", "watch")}
+
+NAMESPACED = {"operator": {"watchNamespaces": ["team-a", "team-b"]}}
+CONNECTIONS = {
+    "postgresql": {"existingSecret": "pg", "existingSecretKey": "dsn"},
+    "redis": {"url": "redis://redis.cache.svc:6379/0"},
+}
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "namespaced": NAMESPACED,
+    "servicemonitor": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}},
+    "networkpolicy": {"networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {}}]}},
+    "connections": CONNECTIONS,
+    "no-crds-no-metrics": {"crds": {"install": False}, "operator": {"metricsPort": 0}},
+    "everything": {
+        **NAMESPACED,
+        **CONNECTIONS,
+        "networkPolicy": {"enabled": True},
+        "metrics": {"serviceMonitor": {"enabled": True}},
+        "image": {"digest": "sha256:" + "a" * 64},
+        "workers": {"serviceAccount": {"extraNamespaces": ["team-c"]}, "envSecret": "tool-keys"},
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """Path of the helm binary, built from the Go module proxy on first use (cached afterwards)."""
+    proc = subprocess.run([str(ROOT / "hack" / "build-helm.sh")], capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        pytest.fail(f"hack/build-helm.sh could not provide helm (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    path = proc.stdout.strip().splitlines()[-1]
+    assert os.access(path, os.X_OK), path
+    return path
+
+
+def run_helm(
+    helm: str, *args: str, values: dict[str, Any] | None = None, tmp: Path | None = None
+) -> subprocess.CompletedProcess:
+    cmd = [helm, *args]
+    if values:
+        assert tmp is not None
+        vf = tmp / "values.yaml"
+        vf.write_text(yaml.safe_dump(values))
+        cmd += ["-f", str(vf)]
+    env = {**os.environ, "HELM_CACHE_HOME": "/tmp/helm-cache", "HELM_CONFIG_HOME": "/tmp/helm-config",
+           "HELM_DATA_HOME": "/tmp/helm-data"}  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+
+
+def render(
+    helm: str, tmp: Path, values: dict[str, Any] | None = None, release: str = "agent-tree"
+) -> list[dict[str, Any]]:
+    proc = run_helm(helm, "template", release, str(CHART), "--namespace", NS, "--kube-version", KUBE_VERSION,
+                    values=values, tmp=tmp)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def find(
+    docs: list[dict[str, Any]], kind: str, name: str | None = None, namespace: str | None = None
+) -> list[dict[str, Any]]:
+    return [
+        d for d in docs
+        if d["kind"] == kind
+        and (name is None or d["metadata"]["name"] == name)
+        and (namespace is None or d["metadata"].get("namespace") == namespace)
+    ]  # fmt: skip
+
+
+def one(docs: list[dict[str, Any]], kind: str, **kw: Any) -> dict[str, Any]:
+    found = find(docs, kind, **kw)
+    assert len(found) == 1, f"expected one {kind} {kw}, found {len(found)}"
+    return found[0]
+
+
+def permissions(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    out = set()
+    for rule in rules:
+        assert set(rule) <= {"apiGroups", "resources", "verbs"}, f"unexpected rule keys: {rule}"
+        for g in rule["apiGroups"]:
+            for r in rule["resources"]:
+                for v in rule["verbs"]:
+                    assert "*" not in (g, r, v), f"wildcard in {rule}"
+                    out.add((g, r, v))
+    return out
+
+
+def model_roundtrip(doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Deserialize into the kubernetes client's model and back: unknown fields are dropped."""
+    group_version = doc["apiVersion"].split("/")
+    model = ("V1" if len(group_version) == 1 else group_version[1].capitalize()) + doc["kind"]
+    api = client.ApiClient()
+    obj = api._ApiClient__deserialize(doc, model)  # the public deserialize() wants an HTTP response
+    return model, api.sanitize_for_serialization(obj)
+
+
+# --- helm lint / template -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_helm_lint(helm: str, tmp_path: Path, name: str) -> None:
+    proc = run_helm(helm, "lint", "--strict", str(CHART), "--namespace", NS, "--kube-version", KUBE_VERSION,
+                    values=VALUE_SETS[name], tmp=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 chart(s) failed" in proc.stdout
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_rendered_objects_are_valid_kubernetes_objects(helm: str, tmp_path: Path, name: str) -> None:
+    docs = render(helm, tmp_path, VALUE_SETS[name])
+    for doc in docs:
+        assert doc["metadata"]["name"], doc
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "agent-tree", doc["metadata"]
+        if doc["kind"] == "ServiceMonitor":  # a CRD kind the client does not model: check the essentials
+            assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+            assert set(doc["spec"]) == {"namespaceSelector", "selector", "endpoints"}
+            continue
+        model, back = model_roundtrip(doc)
+        if back != doc:
+            diff = difflib.unified_diff(
+                yaml.safe_dump(doc).splitlines(), yaml.safe_dump(back).splitlines(), lineterm=""
+            )
+            pytest.fail(f"{model} {doc['metadata']['name']}: fields the API does not know:\n" + "\n".join(diff))
+
+
+def test_schema_rejects_bad_values(helm: str, tmp_path: Path) -> None:
+    bad = {
+        "unknown key": {"operator": {"replica": 1}},
+        "latest tag": {"image": {"tag": "latest"}},
+        "url and existingSecret": {"postgresql": {"url": "postgres://x", "existingSecret": "pg"}},
+        "two operators": {"operator": {"replicas": 2}},
+        "bad namespace": {"operator": {"watchNamespaces": ["Team_A"]}},
+        "a namespace twice": {"operator": {"watchNamespaces": ["team-a", "team-a"]}},
+        "temporal address without port": {"temporal": {"address": "temporal"}},
+    }
+    for why, values in bad.items():
+        proc = run_helm(helm, "template", "x", str(CHART), "--kube-version", KUBE_VERSION, values=values, tmp=tmp_path)
+        assert proc.returncode != 0, f"accepted {why}"
+        assert "values don't meet the specifications of the schema" in proc.stderr, (why, proc.stderr)
+
+
+def test_servicemonitor_needs_the_metrics_service(helm: str, tmp_path: Path) -> None:
+    values = {"metrics": {"serviceMonitor": {"enabled": True}}, "operator": {"metricsPort": 0}}
+    proc = run_helm(helm, "template", "x", str(CHART), "--kube-version", KUBE_VERSION, values=values, tmp=tmp_path)
+    assert proc.returncode != 0 and "metrics.serviceMonitor.enabled needs" in proc.stderr
+
+
+# --- the operator Deployment ----------------------------------------------------------------------
+
+
+def operator_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(docs, "Deployment", name="agent-tree")["spec"]["template"]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_operator_pod_security(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path)
+    deployment = one(docs, "Deployment", name="agent-tree")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] > 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["runAsNonRoot"] is True and sc["privileged"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+    assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"]
+    assert "hostNetwork" not in pod and "hostPID" not in pod
+
+
+def test_operator_command_probes_and_labels(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, {"operator": {"healthPort": 18080, "extraArgs": ["--verbose"]}})
+    template = operator_pod(docs)
+    labels = template["metadata"]["labels"]
+    # The local pod runner runs pods labelled part-of=agent-tree from command + args + env.
+    assert labels["app.kubernetes.io/part-of"] == "agent-tree"
+    assert labels["app.kubernetes.io/component"] == "operator"
+    (container,) = template["spec"]["containers"]
+    assert container["command"] == ["agent-tree", "operator"]
+    assert container["args"] == ["--standalone", "--liveness=http://0.0.0.0:18080/healthz", "--verbose"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {"name": "health", "containerPort": 18080, "protocol": "TCP"} in container["ports"]
+    assert template["spec"]["automountServiceAccountToken"] is True
+    assert template["spec"]["serviceAccountName"] == "agent-tree"
+
+
+def test_operator_cli_takes_the_charts_arguments(helm: str, tmp_path: Path) -> None:
+    """The image's `agent-tree operator` (the same console script as this venv's) knows each flag."""
+    (container,) = operator_pod(render(helm, tmp_path))["spec"]["containers"]
+    cli = Path(sys.executable).parent / container["command"][0]
+    proc = subprocess.run([str(cli), *container["command"][1:], "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for arg in container["args"]:
+        assert arg.split("=", 1)[0] in proc.stdout, f"`agent-tree operator` has no {arg.split('=', 1)[0]}"
+
+
+def test_operator_env_follows_the_contract(helm: str, tmp_path: Path) -> None:
+    """docs/contracts.md: AGENT_TREE_* names; secrets only by reference."""
+    docs = render(
+        helm, tmp_path, {**CONNECTIONS, **NAMESPACED, "temporal": {"address": "t.temporal:7233", "namespace": "agents"}}
+    )
+    (container,) = operator_pod(docs)["spec"]["containers"]
+    env = env_of(container)
+    assert env["AGENT_TREE_TEMPORAL_ADDRESS"] == "t.temporal:7233"
+    assert env["AGENT_TREE_TEMPORAL_NAMESPACE"] == "agents"
+    assert env["AGENT_TREE_DATABASE_URL"] == {"secretKeyRef": {"name": "pg", "key": "dsn"}}
+    assert env["AGENT_TREE_REDIS_URL"] == {"secretKeyRef": {"name": "agent-tree-connections", "key": "REDIS_URL"}}
+    assert env["AGENT_TREE_WATCH_NAMESPACE"] == "team-a,team-b"
+    assert env["AGENT_TREE_HEALTH_PORT"] == "8080"
+    assert env["AGENT_TREE_WORKER_IMAGE_PULL_POLICY"] == "IfNotPresent"
+    assert "AGENT_TREE_WORKER_ENV_SECRET" not in env
+    assert env["AGENT_TREE_METRICS_PORT"] == "9090"
+    assert env["AGENT_TREE_WORKER_IMAGE"] == "agent-tree:0.1.0"
+    assert env["AGENT_TREE_WORKER_SERVICE_ACCOUNT"] == "agent-tree-worker"
+    assert json.loads(env["AGENT_TREE_WORKER_RESOURCES"]) == {
+        "requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}  # fmt: skip
+    contracts = (ROOT / "docs" / "contracts.md").read_text()
+    for name in env:
+        assert f"`{name}`" in contracts, f"{name} is not in docs/contracts.md"
+    # The plain Redis URL lives in the chart's Secret, never in the pod spec.
+    secret = one(docs, "Secret", name="agent-tree-connections")
+    assert secret["stringData"] == {"REDIS_URL": "redis://redis.cache.svc:6379/0"}
+    assert "redis://" not in json.dumps(one(docs, "Deployment"))
+
+
+@pytest.mark.parametrize(
+    ("values", "assigned"),
+    [
+        ({}, False),  # cluster-wide: the account exists only where the chart made it
+        (NAMESPACED, True),
+        ({"workers": {"serviceAccount": {"assign": "always"}}}, True),
+        ({**NAMESPACED, "workers": {"serviceAccount": {"assign": "never"}}}, False),
+    ],
+)
+def test_worker_service_account_is_assigned_where_it_exists(
+    helm: str, tmp_path: Path, values: dict, assigned: bool
+) -> None:
+    env = env_of(operator_pod(render(helm, tmp_path, values))["spec"]["containers"][0])
+    assert ("AGENT_TREE_WORKER_SERVICE_ACCOUNT" in env) is assigned
+
+
+def test_cluster_wide_operator_has_no_watch_namespace(helm: str, tmp_path: Path) -> None:
+    env = env_of(operator_pod(render(helm, tmp_path))["spec"]["containers"][0])
+    assert "AGENT_TREE_WATCH_NAMESPACE" not in env
+    assert "AGENT_TREE_DATABASE_URL" not in env and "AGENT_TREE_REDIS_URL" not in env
+    assert not find(render(helm, tmp_path), "Secret")
+
+
+def test_worker_env_secret(helm: str, tmp_path: Path) -> None:
+    env = env_of(operator_pod(render(helm, tmp_path, {"workers": {"envSecret": "tool-keys"}}))["spec"]["containers"][0])
+    assert env["AGENT_TREE_WORKER_ENV_SECRET"] == "tool-keys"
+
+
+def test_images(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, {"image": {"repository": "r.example/agent-tree", "digest": "sha256:" + "b" * 64},
+                                   "workers": {"image": {"repository": "r.example/team-workers", "tag": "1.2.3"}}})  # fmt: skip
+    (container,) = operator_pod(docs)["spec"]["containers"]
+    assert container["image"] == "r.example/agent-tree@sha256:" + "b" * 64
+    assert env_of(container)["AGENT_TREE_WORKER_IMAGE"] == "r.example/team-workers:1.2.3"
+
+
+# --- RBAC -------------------------------------------------------------------------------------------
+
+
+def bound_roles(docs: list[dict[str, Any]], sa: str, sa_ns: str) -> list[dict[str, Any]]:
+    roles = []
+    for binding in find(docs, "ClusterRoleBinding") + find(docs, "RoleBinding"):
+        if {"kind": "ServiceAccount", "name": sa, "namespace": sa_ns} in binding["subjects"]:
+            ref = binding["roleRef"]
+            roles.append(one(docs, ref["kind"], name=ref["name"], namespace=binding["metadata"].get("namespace")))
+    return roles
+
+
+def test_rbac_cluster_wide_is_minimal(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path)
+    assert not find(docs, "Role") and not find(docs, "RoleBinding")
+    (role,) = bound_roles(docs, "agent-tree", NS)
+    assert role["kind"] == "ClusterRole"
+    assert permissions(role["rules"]) == NAMESPACED_PERMISSIONS | CLUSTER_PERMISSIONS
+
+
+def test_rbac_namespaced_has_a_role_per_watched_namespace(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, NAMESPACED)
+    roles = bound_roles(docs, "agent-tree", NS)
+    cluster = [r for r in roles if r["kind"] == "ClusterRole"]
+    assert len(cluster) == 1 and permissions(cluster[0]["rules"]) == CLUSTER_PERMISSIONS | NAMESPACE_OBSERVATION
+    namespaced = {r["metadata"]["namespace"]: r for r in roles if r["kind"] == "Role"}
+    assert set(namespaced) == {"team-a", "team-b"}
+    for role in namespaced.values():
+        assert permissions(role["rules"]) == NAMESPACED_PERMISSIONS
+    # No secrets beyond get, nothing that creates or deletes the custom resources.
+    everything = set().union(*(permissions(r["rules"]) for r in roles))
+    assert not {p for p in everything if p[1] == "secrets" and p[2] != "get"}
+    assert not {p for p in everything if p[0] == "agenttree.io" and p[2] in ("create", "deletecollection")}
+    assert not {p for p in everything if p[2] == "update" and not p[1].endswith("/finalizers")}, "writes are PATCHes"
+    assert ("agenttree.io", "agenttrees", "delete") not in everything
+
+
+def test_rbac_off(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, {"rbac": {"create": False}})
+    assert not [d for d in docs if d["apiVersion"].startswith("rbac.authorization.k8s.io")]
+
+
+# --- worker service accounts ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("values", "namespaces"), [
+    ({}, {NS}),
+    (NAMESPACED, {NS, "team-a", "team-b"}),
+    ({**NAMESPACED, "workers": {"serviceAccount": {"extraNamespaces": ["team-c", "team-a"]}}}, {NS, "team-a", "team-b", "team-c"}),
+])  # fmt: skip
+def test_worker_service_account_has_no_token_and_no_rbac(
+    helm: str, tmp_path: Path, values: dict, namespaces: set
+) -> None:
+    docs = render(helm, tmp_path, values)
+    accounts = find(docs, "ServiceAccount", name="agent-tree-worker")
+    assert {a["metadata"]["namespace"] for a in accounts} == namespaces
+    assert len(accounts) == len(namespaces)
+    for account in accounts:
+        assert account["automountServiceAccountToken"] is False
+        assert account["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"
+        assert bound_roles(docs, "agent-tree-worker", account["metadata"]["namespace"]) == []
+    for binding in find(docs, "ClusterRoleBinding") + find(docs, "RoleBinding"):
+        assert all(s["name"] != "agent-tree-worker" for s in binding["subjects"])
+
+
+# --- CRDs -----------------------------------------------------------------------------------------
+
+
+def repo_crds() -> dict[str, dict[str, Any]]:
+    crds = {p.name: yaml.safe_load(p.read_text()) for p in sorted((ROOT / "crds").glob("*.yaml"))}
+    assert crds, "crds/ holds no CRD: generate them (agent-tree crds --write)"
+    return crds
+
+
+def test_chart_crd_files_are_identical_to_crds_dir() -> None:
+    chart_dir = CHART / "files" / "crds"
+    repo = {p.name: p.read_bytes() for p in (ROOT / "crds").glob("*.yaml")}
+    chart = {p.name: p.read_bytes() for p in chart_dir.glob("*.yaml")}
+    assert repo, "crds/ holds no CRD"
+    drift = sorted(n for n in repo.keys() | chart.keys() if repo.get(n) != chart.get(n))
+    assert not drift, f"chart CRDs drift from crds/: {drift}; run hack/sync-chart-crds.sh"
+    check = subprocess.run([str(ROOT / "hack" / "sync-chart-crds.sh"), "--check"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+def test_rendered_crds_equal_crds_dir_plus_keep_policy(helm: str, tmp_path: Path) -> None:
+    rendered = {d["metadata"]["name"]: d for d in find(render(helm, tmp_path), "CustomResourceDefinition")}
+    repo = {d["metadata"]["name"]: d for d in repo_crds().values()}
+    assert set(rendered) == set(repo) == {"agenttrees.agenttree.io", "agentruns.agenttree.io"}
+    for name, crd in repo.items():
+        got = rendered[name]
+        assert got["spec"] == crd["spec"], f"{name}: rendered spec differs from crds/"
+        assert {k: v for k, v in got.items() if k != "metadata"} == {k: v for k, v in crd.items() if k != "metadata"}
+        assert got["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        for key, value in (crd["metadata"].get("annotations") or {}).items():
+            assert got["metadata"]["annotations"][key] == value
+        for key, value in (crd["metadata"].get("labels") or {}).items():
+            assert got["metadata"]["labels"][key] == value
+
+
+def test_crds_are_templates_so_upgrades_apply_them(helm: str, tmp_path: Path) -> None:
+    # Helm installs a chart's crds/ directory once and never upgrades it: the chart must not have one.
+    assert not (CHART / "crds").exists()
+    assert not find(render(helm, tmp_path, {"crds": {"install": False}}), "CustomResourceDefinition")
+    unkept = find(render(helm, tmp_path, {"crds": {"keep": False}}), "CustomResourceDefinition")
+    assert unkept and all("helm.sh/resource-policy" not in (c["metadata"].get("annotations") or {}) for c in unkept)
+
+
+# --- metrics, ServiceMonitor, NetworkPolicy ---------------------------------------------------------
+
+
+def test_metrics_service_and_servicemonitor(helm: str, tmp_path: Path) -> None:
+    off = render(helm, tmp_path)
+    assert not find(off, "ServiceMonitor")
+    service = one(off, "Service", name="agent-tree-metrics")
+    selector = one(off, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"] == selector
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
+
+    on = render(helm, tmp_path, VALUE_SETS["servicemonitor"])
+    monitor = one(on, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["selector"]["matchLabels"] == selector
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NS]}
+
+    none = render(helm, tmp_path, {"operator": {"metricsPort": 0}})
+    assert not find(none, "Service")
+    assert env_of(operator_pod(none)["spec"]["containers"][0])["AGENT_TREE_METRICS_PORT"] == "0"
+
+
+def test_network_policy(helm: str, tmp_path: Path) -> None:
+    assert not find(render(helm, tmp_path), "NetworkPolicy")
+    docs = render(helm, tmp_path, VALUE_SETS["networkpolicy"])
+    policy = one(docs, "NetworkPolicy")["spec"]
+    assert policy["podSelector"]["matchLabels"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    metrics_rule = next(r for r in policy["ingress"] if r["ports"][0]["port"] == "metrics")
+    assert metrics_rule["from"] == [{"namespaceSelector": {}}]
+    egress_ports = {(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]}
+    assert egress_ports == {
+        (53, "UDP"),
+        (53, "TCP"),
+        (443, "TCP"),
+        (6443, "TCP"),
+        (7233, "TCP"),
+        (5432, "TCP"),
+        (6379, "TCP"),
+    }
