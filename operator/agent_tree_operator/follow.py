@@ -1,0 +1,367 @@
+"""Following one AgentRun from Pending to its final phase (the body of the per-run kopf daemon).
+
+1. A workflow with the run's id exists already (an operator restart): follow it; its memo says which
+   tree revision the run is pinned to.
+2. Otherwise wait for the tree (Pending, with the reason, until the tree exists and is valid), then
+   start ``AgentRunWorkflow`` with a snapshot of the tree spec and its revision: editing the tree later
+   never changes this run.
+3. Follow progress (the run's Redis stream; the workflow's ``progress`` query when Redis is away),
+   fold it into the status summary, and write it with coalesced patches: at most one per
+   ``AGENT_TREE_STATUS_INTERVAL_MS`` and only when something changed.
+4. The final phase comes from the workflow's result (or how it failed / was cancelled).
+5. With ``spec.ttlSecondsAfterFinished``, delete the run that long after it finished.
+
+Every wait also watches ``stopped`` (run deleted, operator exiting): the daemon then returns at once,
+and the deletion handler cancels the workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from agent_tree_worker.client import RunInputError, run_input
+
+from agent_tree import naming
+from agent_tree_operator import metrics
+from agent_tree_operator.adapters.stream import Subscription, step_event
+from agent_tree_operator.adapters.temporal import Outcome
+from agent_tree_operator.handlers.context import OperatorContext
+from agent_tree_operator.reconcile.conditions import now_iso, parse_iso
+from agent_tree_operator.reconcile.runs import Coalescer, K8sEvent, LiveRun, check_tree, status_patch
+from agent_tree_operator.reconcile.trees import plain, spec_revision
+
+CANCEL_ANNOTATION = "agenttree.io/cancel"
+IDLE_TICK = 1.0  # how often an idle follower re-checks the cancel annotation and its deadline
+TREE_RECHECK = 5.0  # a Pending run re-checks its deadline and the cancel annotation this often
+TEMPORAL_CALLS = ("describe the workflow", "start the workflow")
+RETRY = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0)
+
+log = logging.getLogger(__name__)
+
+
+class Stopped(Exception):
+    """The daemon was asked to stop (run deleted or operator exiting)."""
+
+
+class RunFollower:
+    def __init__(self, ctx: OperatorContext, body: Any, stopped: Any, trees: Any, logger: logging.Logger | None = None):
+        self.ctx = ctx
+        self.body = body  # kopf keeps this view current with the latest watch event
+        self.stopped = stopped
+        self.trees = trees
+        self.logger = logger or log
+        meta = body["metadata"]
+        self.namespace: str = meta["namespace"]
+        self.name: str = meta["name"]
+        self.uid: str = meta["uid"]
+        self.spec: dict[str, Any] = plain(body.get("spec") or {})
+        self.workflow_id = naming.workflow_id(self.namespace, self.name, self.uid)
+        self.written: dict[str, Any] = plain(body.get("status") or {})
+        self.live = LiveRun.from_status(self.written)
+        self.coalescer = Coalescer(ctx.config.status_interval)
+        self.cancel_sent = False
+        self.announced = 0  # handoffs already posted as Events (by an earlier operator process)
+
+    # --- entry ----------------------------------------------------------------------------------
+    async def run(self) -> None:
+        self.ctx.followed += 1
+        metrics.RUNS_FOLLOWED.inc()
+        try:
+            if not self.live.final:
+                await self._drive()
+            await self._expire()
+        except Stopped:
+            self.logger.debug("follower of %s/%s stopped", self.namespace, self.name)
+        finally:
+            self.ctx.followed -= 1
+            metrics.RUNS_FOLLOWED.dec()
+
+    async def _drive(self) -> None:
+        described = await self._retrying("describe the workflow", lambda: self.ctx.temporal.describe(self.workflow_id))
+        if described is None:
+            if not await self._start():
+                return
+        else:
+            self.live.running(self.workflow_id, described.revision, None, self._started_at())
+            # The stream is replayed from its start: do not announce again the handoffs an earlier
+            # operator process already posted as Events.
+            self.announced = self.live.steps
+            await self._write()
+        handle = await self._retrying("get the workflow handle", lambda: self.ctx.temporal.handle(self.workflow_id))
+        outcome = await self._follow(handle)
+        await self._finish(outcome)
+
+    # --- waiting for the tree, starting -------------------------------------------------------------
+    async def _start(self) -> bool:
+        """Wait for a valid tree, then start the workflow; False when the run ended before starting."""
+        tree_name = self.spec["treeRef"]["name"]
+        key = (self.namespace, tree_name)
+        while True:
+            self._check_stopped()
+            if self._cancel_requested():
+                await self._finish(
+                    Outcome(
+                        phase="Cancelled",
+                        reason="Cancelled",
+                        message=f"cancelled by annotation {CANCEL_ANNOTATION} before it started",
+                    )
+                )
+                return False
+            if self._pending_too_long():
+                await self._finish(
+                    Outcome(
+                        phase="Failed",
+                        reason="Timeout",
+                        message=(
+                            f"still {self.live.reason} after spec.timeoutSeconds={self.spec.get('timeoutSeconds')}: "
+                            f"{self.live.message or ''}"
+                        ),
+                    )
+                )
+                return False
+            entries = list(self.trees.get(key, [])) if self.trees is not None else []
+            raw = entries[0]["spec"] if entries else None
+            spec, reason, message = check_tree(self.namespace, tree_name, raw)
+            if spec is not None:
+                break
+            self.live.pending(reason, message)
+            await self._write()
+            await self._wait_tree(key)
+        revision = spec_revision(spec)
+        try:
+            run = run_input(
+                self.namespace,
+                tree_name,
+                spec,
+                name=self.name,
+                uid=self.uid,
+                input=self.spec["input"],
+                context=dict(self.spec.get("context") or {}),
+                max_steps=self.spec.get("maxSteps"),
+                timeout_seconds=int(self.spec.get("timeoutSeconds") or 3600),
+                budgets=self.spec.get("budgets"),
+                revision=revision,
+            )
+        except RunInputError as exc:
+            await self._finish(Outcome(phase="Failed", reason="InvalidInput", message=str(exc)))
+            return False
+        queue = naming.task_queue(self.namespace, tree_name, spec.root)
+        await self._retrying("start the workflow", lambda: self.ctx.temporal.start_run(self.workflow_id, queue, run))
+        metrics.RUNS_STARTED.inc()
+        self.live.running(self.workflow_id, revision, spec.root, now_iso())
+        self._event(
+            K8sEvent(
+                "Normal",
+                "Started",
+                f"workflow {self.workflow_id} started on task queue {queue} (tree revision {revision})",
+            )
+        )
+        await self._write()
+        return True
+
+    async def _wait_tree(self, key: tuple[str, str]) -> None:
+        waiter = asyncio.ensure_future(self.ctx.signals.wait(key))
+        stop = asyncio.ensure_future(self.stopped.wait())
+        try:
+            await asyncio.wait({waiter, stop}, timeout=TREE_RECHECK, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiter, stop):
+                task.cancel()
+
+    def _pending_too_long(self) -> bool:
+        created = parse_iso(self.body["metadata"].get("creationTimestamp"))
+        limit = self.spec.get("timeoutSeconds")
+        if created is None or not limit:
+            return False
+        return dt.datetime.now(dt.UTC) - created > dt.timedelta(seconds=int(limit))
+
+    def _started_at(self) -> str:
+        return self.live.started_at or now_iso()
+
+    # --- following ---------------------------------------------------------------------------------
+    async def _follow(self, handle: Any) -> Outcome:
+        hub = self.ctx.hub
+        sub: Subscription | None = hub.subscribe(self.workflow_id) if hub.url else None
+        outcome_task = asyncio.ensure_future(self._outcome(handle))
+        stop_task = asyncio.ensure_future(self.stopped.wait())
+        getter: asyncio.Future | None = None
+        next_poll = 0.0
+        loop = asyncio.get_running_loop()
+        try:
+            while not outcome_task.done():
+                if self.stopped.is_set():
+                    raise Stopped
+                if self._cancel_requested() and not self.cancel_sent:
+                    self.cancel_sent = True
+                    await self._retrying("cancel the workflow", lambda: self.ctx.temporal.cancel(self.workflow_id))
+                    self._event(
+                        K8sEvent(
+                            "Normal",
+                            "CancelRequested",
+                            f"annotation {CANCEL_ANNOTATION}=true: workflow cancellation requested",
+                        )
+                    )
+                if getter is not None and getter.done():
+                    self._apply_step(*getter.result())
+                    getter = None
+                if sub is not None:
+                    while not sub.queue.empty():
+                        self._apply_step(*sub.queue.get_nowait())
+                if not hub.available and loop.time() >= next_poll:
+                    next_poll = loop.time() + self.coalescer.interval
+                    for event in self.live.apply_progress(await self.ctx.temporal.progress(handle)):
+                        self._event(event)
+                await self._write(final=False)
+                if sub is not None and getter is None:
+                    getter = asyncio.ensure_future(sub.queue.get())
+                waits = {outcome_task, stop_task} | ({getter} if getter is not None else set())
+                timeout = IDLE_TICK
+                if self._dirty():
+                    timeout = min(timeout, max(self.coalescer.wait_time(loop.time()), 0.01))
+                if not hub.available:
+                    timeout = min(timeout, max(next_poll - loop.time(), 0.01))
+                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if getter is not None and getter.done():
+                self._apply_step(*getter.result())
+                getter = None
+            if sub is not None:
+                while not sub.queue.empty():
+                    self._apply_step(*sub.queue.get_nowait())
+            return outcome_task.result()
+        finally:
+            for task in (getter, stop_task):
+                if task is not None:
+                    task.cancel()
+            if not outcome_task.done():
+                outcome_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await outcome_task
+            if sub is not None:
+                hub.unsubscribe(sub)
+
+    async def _outcome(self, handle: Any) -> Outcome:
+        delays = iter(RETRY)
+        while True:
+            try:
+                return await self.ctx.temporal.outcome(handle)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Temporal away: keep waiting for the result, it is durable
+                delay = next(delays, RETRY[-1])
+                self.logger.warning(
+                    "waiting for the result of %s failed (%s); retrying in %ss", self.workflow_id, exc, delay
+                )
+                await asyncio.sleep(delay)
+
+    def _apply_step(self, entry_id: str, step: Mapping[str, Any]) -> None:
+        if step.get("type") == "run_end":
+            return  # the result comes from the workflow itself
+        for event in self.live.apply_event(step_event(dict(step)), entry_id):
+            if event.reason == "Handoff" and self.live.handoffs <= self.announced:
+                continue
+            self._event(event)
+
+    async def _finish(self, outcome: Outcome) -> None:
+        now = now_iso()
+        if outcome.result is not None:
+            event = self.live.finish_with_result(outcome.result, now)
+        else:
+            event = self.live.finish_with_error(
+                outcome.phase or "Failed", outcome.reason or "Failed", outcome.message or "", now
+            )
+        # The Event first: once the final status lands, kopf stops this daemon.
+        self._event(event)
+        metrics.RUNS_FINISHED.labels(self.live.phase).inc()
+        await self._write(final=True)
+
+    # --- TTL ---------------------------------------------------------------------------------------
+    async def _expire(self) -> None:
+        ttl = self.spec.get("ttlSecondsAfterFinished")
+        finished = parse_iso(self.live.completed_at)
+        if ttl is None or finished is None:
+            return
+        delay = (finished + dt.timedelta(seconds=int(ttl)) - dt.datetime.now(dt.UTC)).total_seconds()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopped.wait(), timeout=delay)
+        self._check_stopped()
+        await self._retrying(
+            "delete the finished run", lambda: self.ctx.kube.delete("agentruns", self.namespace, self.name, self.uid)
+        )
+
+    # --- status writes -----------------------------------------------------------------------------
+    def _desired(self) -> dict[str, Any]:
+        cfg = self.ctx.config
+        return self.live.status(answer_max=cfg.answer_max_chars, max_bytes=cfg.status_max_bytes)
+
+    def _dirty(self) -> bool:
+        return status_patch(self.written, self._desired()) is not None
+
+    async def _write(self, final: bool = True) -> None:
+        """Write the summary if it changed; non-final writes wait for the coalescing interval."""
+        generation = self.body["metadata"].get("generation")
+        patch = status_patch(self.written, self._desired(), generation=generation)
+        if patch is None:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self.coalescer.wait_time(loop.time())
+        if wait > 0:
+            if not final:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopped.wait(), timeout=wait)
+            self._check_stopped()
+        result = await self._retrying(
+            "write the status",
+            lambda: self.ctx.kube.patch_status("agentruns", self.namespace, self.name, patch),
+        )
+        self.coalescer.wrote(loop.time())
+        if result is None:
+            raise Stopped  # the run is gone (deleted, or re-created under the same name)
+        self.written.update(patch)
+
+    # --- helpers -----------------------------------------------------------------------------------
+    def _cancel_requested(self) -> bool:
+        annotations = self.body["metadata"].get("annotations") or {}
+        return annotations.get(CANCEL_ANNOTATION) == "true"
+
+    def _check_stopped(self) -> None:
+        if self.stopped.is_set():
+            raise Stopped
+
+    def _event(self, event: K8sEvent) -> None:
+        try:
+            kopf.event(self.body, type=event.type, reason=event.reason, message=event.message)
+        except Exception as exc:  # events are best effort; never fail a run over one
+            self.logger.debug("event %s not posted: %s", event.reason, exc)
+
+    async def _retrying(self, what: str, call: Any) -> Any:
+        """Run ``call()`` until it succeeds, with backoff; stops when the daemon is stopped."""
+        delays = iter(RETRY)
+        while True:
+            self._check_stopped()
+            try:
+                return await call()
+            except Stopped:
+                raise
+            except Exception as exc:  # Temporal or the API server away: the run is durable, keep trying
+                delay = next(delays, RETRY[-1])
+                self.logger.warning(
+                    "cannot %s for %s/%s (%s); retrying in %ss", what, self.namespace, self.name, exc, delay
+                )
+                if self.live.phase == "Pending" and what in TEMPORAL_CALLS:
+                    # Say why the run does not start; a failed status write here is retried later.
+                    address = self.ctx.config.settings.temporal_address
+                    self.live.pending("TemporalUnavailable", f"waiting for Temporal at {address}: {exc}"[:300])
+                    with contextlib.suppress(Exception):
+                        await self.ctx.kube.patch_status(
+                            "agentruns", self.namespace, self.name, status_patch(self.written, self._desired()) or {}
+                        )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopped.wait(), timeout=delay)

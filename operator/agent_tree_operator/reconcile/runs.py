@@ -1,0 +1,335 @@
+"""AgentRun state, pure: progress events and workflow results -> the status summary to write.
+
+A run's status is a SUMMARY (a few KB at most): phase, current agent, steps, a short answer, a small
+result, the plan, token usage, timestamps and conditions. The full history lives in PostgreSQL.
+:class:`LiveRun` folds progress (Redis stream events or the workflow's ``progress`` query) into that
+summary; :func:`status_patch` turns it into a JSON merge patch holding only what changed; and
+:class:`Coalescer` decides when a patch may go out (at most one per interval per run, never one per
+step).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent_tree_operator.reconcile.conditions import (
+    condition,
+    merge_conditions,
+    now_iso,
+    parse_iso,
+    same_conditions,
+)
+
+FINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
+EVENT_MESSAGE_MAX = 300
+
+# SupervisorResult.status -> (phase, reason)
+RESULT_PHASES = {
+    "completed": ("Succeeded", "Completed"),
+    "failed": ("Failed", "AgentsFailed"),
+    "max_steps_reached": ("Failed", "MaxStepsReached"),
+    "cancelled": ("Cancelled", "Cancelled"),
+}
+
+
+def is_final(status: Mapping[str, Any] | None) -> bool:
+    return (status or {}).get("phase") in FINAL_PHASES
+
+
+def format_duration(seconds: float) -> str:
+    """Like kubectl: 4s, 1m32s, 2h3m, 3d4h."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60}s"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60}m"
+    return f"{s // 86400}d{(s % 86400) // 3600}h"
+
+
+def cut(text: str | None, limit: int) -> str | None:
+    if text is None:
+        return None
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def bounded(value: Any, limit: int) -> dict[str, Any] | None:
+    """``value`` if its JSON fits in ``limit`` bytes, else a small note saying where the rest is."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        value = {"value": value}
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    if len(text.encode()) <= limit:
+        return json.loads(text)
+    keys = sorted(str(k) for k in value)[:20]
+    return {"truncated": True, "bytes": len(text.encode()), "keys": keys, "see": "agent-tree history"}
+
+
+@dataclass
+class K8sEvent:
+    """A Kubernetes Event to post on the run."""
+
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class LiveRun:
+    """The summary of one run as the operator knows it right now."""
+
+    phase: str = "Pending"
+    reason: str = "Pending"
+    message: str | None = None
+    current_agent: str | None = None
+    steps: int = 0
+    token_usage: int = 0
+    plan: Any = None
+    answer: str | None = None
+    result: Any = None
+    workflow_id: str | None = None
+    tree_revision: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    handoffs: int = 0  # handoff events seen in this process (the stream may be replayed after a restart)
+    last_stream_id: str = "0-0"
+    seen: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_status(cls, status: Mapping[str, Any] | None) -> LiveRun:
+        """Resume from a status written earlier (e.g. before an operator restart)."""
+        status = status or {}
+        succeeded = next((c for c in status.get("conditions") or [] if c.get("type") == "Succeeded"), {})
+        return cls(
+            phase=status.get("phase") or "Pending",
+            reason=succeeded.get("reason") or status.get("phase") or "Pending",
+            message=status.get("message"),
+            current_agent=status.get("currentAgent"),
+            steps=status.get("steps") or 0,
+            token_usage=status.get("tokenUsage") or 0,
+            plan=status.get("plan"),
+            answer=status.get("answer"),
+            result=status.get("result"),
+            workflow_id=status.get("workflowId"),
+            tree_revision=status.get("treeRevision"),
+            started_at=status.get("startedAt"),
+            completed_at=status.get("completedAt"),
+        )
+
+    @property
+    def final(self) -> bool:
+        return self.phase in FINAL_PHASES
+
+    # --- transitions ------------------------------------------------------------------------
+    def pending(self, reason: str, message: str) -> None:
+        self.phase, self.reason, self.message = "Pending", reason, message
+
+    def running(self, workflow_id: str, revision: str | None, root: str | None, now: str) -> None:
+        self.phase, self.reason, self.message = "Running", "Running", None
+        self.workflow_id = workflow_id
+        self.tree_revision = revision or self.tree_revision
+        self.current_agent = self.current_agent or root
+        self.started_at = self.started_at or now
+
+    def finish_with_result(self, result: Mapping[str, Any], now: str) -> K8sEvent:
+        """Fold the workflow's result summary (answer/status/final_agent/payload/plan/steps/token_usage)."""
+        status = str(result.get("status") or "completed")
+        self.phase, self.reason = RESULT_PHASES.get(status, ("Failed", "UnknownResult"))
+        self.answer = result.get("answer")
+        self.result = result.get("payload") if result.get("payload") is not None else self.result
+        self.plan = result.get("plan") if result.get("plan") is not None else self.plan
+        self.steps = _int(result.get("steps"), self.steps)
+        self.token_usage = _int(result.get("token_usage", result.get("tokenUsage")), self.token_usage)
+        self.current_agent = result.get("final_agent") or self.current_agent
+        self.completed_at = now
+        self.started_at = self.started_at or now
+        if self.phase == "Succeeded":
+            self.message = None
+            return K8sEvent("Normal", "Succeeded", cut(f"{self.steps} steps: {self.answer or ''}", EVENT_MESSAGE_MAX))
+        self.message = cut(f"run ended with status {status}: {self.answer or ''}", EVENT_MESSAGE_MAX)
+        return K8sEvent("Warning", self.reason, self.message)
+
+    def finish_with_error(self, phase: str, reason: str, message: str, now: str) -> K8sEvent:
+        self.phase, self.reason, self.message = phase, reason, cut(message, EVENT_MESSAGE_MAX)
+        self.completed_at = now
+        self.started_at = self.started_at or now
+        return K8sEvent("Warning", reason, self.message or reason)
+
+    # --- progress ---------------------------------------------------------------------------
+    def apply_event(self, event: Mapping[str, Any], stream_id: str | None = None) -> list[K8sEvent]:
+        """Fold one progress event (agent_tree.events vocabulary) into the summary."""
+        if stream_id is not None:
+            if stream_id in self.seen:
+                return []
+            self.seen.add(stream_id)
+            self.last_stream_id = stream_id
+        kind = event.get("type")
+        agent = event.get("agent")
+        out: list[K8sEvent] = []
+        if kind == "agent_start" and agent:
+            self.current_agent = str(agent)
+        elif kind == "handoff":
+            self.handoffs += 1
+            self.steps = max(self.steps, self.handoffs)  # a replayed stream never counts a step twice
+            target = event.get("to_agent") or "supervisor"
+            message = f"{agent} -> {target} [{event.get('status')}]: {event.get('summary') or ''}"
+            out.append(K8sEvent("Normal", "Handoff", cut(message, EVENT_MESSAGE_MAX) or ""))
+        if isinstance(event.get("plan"), Mapping):
+            self.plan = dict(event["plan"])
+        for key in ("step", "steps"):
+            if key in event:
+                self.steps = max(self.steps, _int(event.get(key), self.steps))
+        for key in ("token_usage", "tokenUsage", "tokens"):
+            if key in event:
+                self.token_usage = max(self.token_usage, _int(event.get(key), self.token_usage))
+        return out
+
+    def apply_progress(self, snapshot: Any) -> list[K8sEvent]:
+        """Fold the workflow's ``progress`` query answer (used when the Redis stream is unavailable)."""
+        if not isinstance(snapshot, Mapping):
+            return []
+        out: list[K8sEvent] = []
+        agent = snapshot.get("current_agent", snapshot.get("currentAgent", snapshot.get("agent")))
+        if agent and agent != self.current_agent:
+            if self.current_agent:
+                out.append(K8sEvent("Normal", "Handoff", f"{self.current_agent} -> {agent}"))
+            self.current_agent = str(agent)
+        self.steps = max(self.steps, _int(snapshot.get("steps", snapshot.get("step")), self.steps))
+        tokens = snapshot.get("token_usage", snapshot.get("tokenUsage"))
+        self.token_usage = max(self.token_usage, _int(tokens, self.token_usage))
+        if isinstance(snapshot.get("plan"), Mapping):
+            self.plan = dict(snapshot["plan"])
+        return out
+
+    # --- status -----------------------------------------------------------------------------
+    def status(self, *, answer_max: int, max_bytes: int, now: dt.datetime | None = None) -> dict[str, Any]:
+        """The status summary (without timestamps on conditions; see :func:`status_patch`)."""
+        duration = None
+        started = parse_iso(self.started_at)
+        if started is not None:
+            end = parse_iso(self.completed_at) or now or dt.datetime.now(dt.UTC)
+            duration = format_duration((end - started).total_seconds())
+        return {
+            "phase": self.phase,
+            "currentAgent": self.current_agent,
+            "steps": self.steps,
+            "answer": cut(self.answer, answer_max),
+            "result": bounded(self.result, max_bytes),
+            "plan": bounded(self.plan, max_bytes),
+            "tokenUsage": self.token_usage,
+            "treeRevision": self.tree_revision,
+            "workflowId": self.workflow_id,
+            "startedAt": self.started_at,
+            "completedAt": self.completed_at,
+            "duration": duration,
+            "message": self.message,
+            "conditions": self.conditions(),
+        }
+
+    def conditions(self) -> list[dict[str, Any]]:
+        if self.phase == "Succeeded":
+            return [
+                condition("Succeeded", True, self.reason, cut(self.answer or "", 200) or ""),
+                condition("Failed", False, self.reason, ""),
+            ]
+        if self.phase in ("Failed", "Cancelled"):
+            return [
+                condition("Succeeded", False, self.reason, self.message or ""),
+                condition("Failed", True, self.reason, self.message or ""),
+            ]
+        return [
+            condition("Succeeded", "Unknown", self.reason, self.message or ""),
+            condition("Failed", False, self.reason, ""),
+        ]
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def status_patch(
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any],
+    *,
+    now: str | None = None,
+    generation: int | None = None,
+    ignore: frozenset[str] = frozenset({"duration"}),
+) -> dict[str, Any] | None:
+    """A JSON merge patch taking ``old`` status to ``new``, or None when nothing meaningful changed.
+
+    Keys in ``ignore`` (the ever-growing ``duration``) do not make a patch necessary on their own,
+    but ride along when something else changes.
+    """
+    old = dict(old or {})
+    now = now or now_iso()
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        if key == "conditions":
+            if not same_conditions(old.get("conditions"), value):
+                patch["conditions"] = merge_conditions(old.get("conditions"), value, now, generation)
+        elif old.get(key) != value and not (value is None and key not in old):
+            patch[key] = value
+    if not (set(patch) - ignore):
+        return None
+    if generation is not None and old.get("observedGeneration") != generation:
+        patch["observedGeneration"] = generation
+    return patch
+
+
+class Coalescer:
+    """At most one status write per ``interval`` seconds for one run; the final write is never dropped.
+
+    The bound: a run of duration T writes at most ``2 + ceil(T / interval)`` progress patches (the
+    first Pending/Running write, one per interval while something changed, and the final one) and
+    never more than the number of distinct summaries it went through.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.last_write: float | None = None
+
+    def wait_time(self, now: float) -> float:
+        """Seconds until the next write is allowed (0 = now)."""
+        if self.last_write is None:
+            return 0.0
+        return max(0.0, self.last_write + self.interval - now)
+
+    def wrote(self, now: float) -> None:
+        self.last_write = now
+
+
+def check_tree(namespace: str, tree_name: str, raw_spec: Mapping[str, Any] | None) -> tuple[Any, str, str]:
+    """Whether a run can start on this tree: ``(spec, reason, message)``; spec is None when it cannot.
+
+    A missing or invalid tree keeps the run Pending (it starts when the tree appears or is fixed).
+    """
+    from agent_tree_operator.reconcile.trees import parse_spec
+
+    if raw_spec is None:
+        return (
+            None,
+            "TreeNotFound",
+            (
+                f"AgentTree {tree_name!r} not found in namespace {namespace!r} (spec.treeRef.name); "
+                "the run starts when it is created"
+            ),
+        )
+    spec, errors = parse_spec(raw_spec)
+    if spec is None:
+        shown = "; ".join(errors[:3]) + (f" (+{len(errors) - 3} more)" if len(errors) > 3 else "")
+        return (
+            None,
+            "TreeInvalid",
+            cut(f"AgentTree {tree_name!r} is invalid: {shown}; the run starts once it is fixed", EVENT_MESSAGE_MAX * 2)
+            or "",
+        )
+    return spec, "TreeResolved", ""

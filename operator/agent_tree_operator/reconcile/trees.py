@@ -1,0 +1,224 @@
+"""AgentTree reconciliation, pure: (spec, observed Deployments, old status) -> plan.
+
+The plan lists the Deployments to server-side-apply, the ones to delete (agents removed from the
+tree) and the whole status to write. It never does I/O, so every branch is unit-tested without a
+cluster. Validation errors name the field (``spec.agents[2].children[0]: ...``); a problem that can
+heal without an edit (a referenced Secret that does not exist yet) is marked retryable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent_tree_worker.client import spec_revision as _worker_revision
+from pydantic import ValidationError
+
+from agent_tree import naming
+from agent_tree.spec import AgentTreeSpec, format_errors
+from agent_tree_operator.config import OperatorConfig
+from agent_tree_operator.reconcile.conditions import condition, merge_conditions, same_conditions
+from agent_tree_operator.resources.deployments import desired_replicas, worker_deployment
+
+MESSAGE_MAX = 1024
+
+
+def spec_revision(spec: AgentTreeSpec) -> str:
+    """Content hash of a valid tree spec: the worker's definition (the revision a run is pinned to)."""
+    return _worker_revision(spec)
+
+
+def plain(value: Any) -> Any:
+    # kopf hands out read-only mapping views; json needs dicts and lists.
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def parse_spec(raw: Mapping[str, Any]) -> tuple[AgentTreeSpec | None, list[str]]:
+    """The validated spec, or None and one ``spec.<path>: message`` line per problem."""
+    try:
+        return AgentTreeSpec.model_validate(plain(raw)), []
+    except ValidationError as exc:
+        return None, [f"spec.{line}" if not line.startswith("spec") else line for line in format_errors(exc)]
+
+
+def secret_refs(spec: AgentTreeSpec) -> dict[str, str]:
+    """Field path -> Secret name of every Secret the tree references."""
+    refs = {}
+    for i, agent in enumerate(spec.agents):
+        if agent.model is not None and agent.model.apiKeySecretRef is not None:
+            refs[f"spec.agents[{i}].model.apiKeySecretRef"] = agent.model.apiKeySecretRef.name
+    return refs
+
+
+@dataclass(frozen=True)
+class ObservedDeployment:
+    """What the operator needs to know about one existing worker Deployment."""
+
+    name: str
+    agent: str
+    owner_uid: str | None = None
+    replicas: int | None = None
+    ready: int = 0
+    updated: int = 0
+    generation: int = 0
+    observed_generation: int = 0
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> ObservedDeployment:
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        status = obj.get("status") or {}
+        owners = [o for o in meta.get("ownerReferences") or [] if o.get("kind") == "AgentTree" and o.get("controller")]
+        return cls(
+            name=meta.get("name", ""),
+            agent=(meta.get("labels") or {}).get(naming.LABEL_AGENT, ""),
+            owner_uid=owners[0].get("uid") if owners else None,
+            replicas=spec.get("replicas"),
+            ready=status.get("readyReplicas") or 0,
+            updated=status.get("updatedReplicas") or 0,
+            generation=meta.get("generation") or 0,
+            observed_generation=status.get("observedGeneration") or 0,
+        )
+
+
+@dataclass
+class TreePlan:
+    """What one reconcile of an AgentTree should do."""
+
+    apply: list[dict[str, Any]] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+    retry: str | None = None  # a problem that may heal on its own: reconcile again later
+    valid: bool = True
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MESSAGE_MAX else text[: MESSAGE_MAX - 1] + "…"
+
+
+def plan_tree(
+    *,
+    namespace: str,
+    name: str,
+    uid: str,
+    generation: int | None,
+    raw_spec: Mapping[str, Any],
+    observed: Iterable[ObservedDeployment],
+    old_status: Mapping[str, Any] | None,
+    config: OperatorConfig,
+    now: str,
+    existing_secrets: set[str] | None = None,
+) -> TreePlan:
+    """Plan one reconcile of an AgentTree.
+
+    Args:
+        namespace, name, uid, generation: the tree's identity.
+        raw_spec: its spec as stored by the API server.
+        observed: the worker Deployments labelled with this tree (any owner).
+        old_status: its current status (for timestamps and the last good revision).
+        config: the operator's configuration.
+        now: timestamp for new conditions.
+        existing_secrets: names of Secrets in the namespace that the spec references and exist;
+            None skips the check.
+    """
+    old_status = plain(old_status or {})
+    observed = [d for d in observed if d.owner_uid in (None, uid)]
+    spec, errors = parse_spec(raw_spec)
+    if spec is None:
+        message = _cut("; ".join(errors))
+        conditions = [
+            condition("Ready", False, "InvalidSpec", message),
+            condition("Progressing", False, "InvalidSpec", "fix the spec; the last valid revision keeps running"),
+            condition("Degraded", True, "InvalidSpec", message),
+        ]
+        status = {
+            **{k: old_status[k] for k in ("revision", "ready", "agents") if k in old_status},
+            "observedGeneration": generation,
+            "conditions": merge_conditions(old_status.get("conditions"), conditions, now, generation),
+        }
+        return TreePlan(status=status, valid=False)
+
+    revision = spec_revision(spec)
+    desired = {
+        a.name: worker_deployment(namespace=namespace, tree=name, tree_uid=uid, agent=a.name, spec=spec, config=config)
+        for a in spec.agents
+    }
+    wanted = {naming.deployment_name(name, agent) for agent in desired}
+    delete = sorted(d.name for d in observed if d.owner_uid == uid and d.name not in wanted)
+    by_name = {d.name: d for d in observed}
+
+    agents, not_ready, rolling = [], [], []
+    for i, agent in enumerate(spec.agents):
+        dep_name = naming.deployment_name(name, agent.name)
+        seen = by_name.get(dep_name)
+        target = desired_replicas(spec.worker_for(agent.name))
+        if target is None:
+            target = seen.replicas if seen is not None and seen.replicas is not None else 1
+        ready = seen.ready if seen is not None else 0
+        agents.append(
+            {
+                "name": agent.name,
+                "taskQueue": naming.task_queue(namespace, name, agent.name),
+                "deployment": dep_name,
+                "replicas": target,
+                "readyReplicas": ready,
+            }
+        )
+        where = f"spec.agents[{i}] ({agent.name})"
+        if seen is None:
+            rolling.append(f"{where}: Deployment {dep_name} not created yet")
+            not_ready.append(f"{where}: 0/{target} workers ready")
+            continue
+        if seen.observed_generation < seen.generation or seen.updated < target:
+            rolling.append(f"{where}: Deployment {dep_name} {seen.updated}/{target} updated")
+        if ready < target:
+            not_ready.append(f"{where}: {ready}/{target} workers ready")
+
+    total = len(spec.agents)
+    ready_count = total - sum(1 for a in agents if a["readyReplicas"] < a["replicas"] or a["deployment"] not in by_name)
+    conditions = [
+        condition("Ready", True, "AllAgentsReady", f"{ready_count}/{total} agents ready")
+        if not not_ready
+        else condition("Ready", False, "AgentsNotReady", _cut("; ".join(not_ready))),
+        condition("Progressing", True, "RollingOut", _cut("; ".join(rolling)))
+        if rolling
+        else condition("Progressing", False, "Reconciled", f"revision {revision} applied"),
+    ]
+    retry = None
+    if existing_secrets is not None:
+        missing = [
+            f"{path}: Secret {secret!r} not found in namespace {namespace!r}; create it"
+            for path, secret in secret_refs(spec).items()
+            if secret not in existing_secrets
+        ]
+        if missing:
+            retry = _cut("; ".join(missing))
+    if retry:
+        conditions.append(condition("Degraded", True, "SecretNotFound", retry + " (retrying)"))
+    else:
+        conditions.append(condition("Degraded", False, "AsExpected", ""))
+    status = {
+        "observedGeneration": generation,
+        "revision": revision,
+        "ready": f"{ready_count}/{total}",
+        "agents": agents,
+        "conditions": merge_conditions(old_status.get("conditions"), conditions, now, generation),
+    }
+    return TreePlan(apply=list(desired.values()), delete=delete, status=status, retry=retry)
+
+
+def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Whether writing ``new`` over ``old`` changes anything but condition timestamps."""
+    old = plain(old or {})
+    for key, value in new.items():
+        if key == "conditions":
+            if not same_conditions(old.get("conditions"), value):
+                return True
+        elif old.get(key) != value:
+            return True
+    return False

@@ -1,0 +1,66 @@
+"""OperatorConfig: read once from AGENT_TREE_* variables; errors name the variable."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from agent_tree_operator.config import ConfigError, OperatorConfig
+
+
+def test_defaults():
+    config = OperatorConfig.from_env({})
+    assert config.watch_namespaces == ()
+    assert config.settings.temporal_address == "localhost:7233"
+    assert config.status_interval_ms == 1000 and config.status_interval == 1.0
+    assert config.health_port == 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.worker_image = "x"  # type: ignore[misc]
+
+
+def test_values_and_platform_fallbacks():
+    config = OperatorConfig.from_env(
+        {
+            "TEMPORAL_ADDRESS": "127.0.0.1:7000",
+            "REDIS_URL": "redis://127.0.0.1:1/0",
+            "AGENT_TREE_WATCH_NAMESPACE": "team-a, team-b",
+            "AGENT_TREE_WORKER_IMAGE": "reg/agent-tree:1",
+            "AGENT_TREE_WORKER_RESOURCES": '{"requests": {"cpu": "100m"}, "limits": {}}',
+            "AGENT_TREE_STATUS_INTERVAL_MS": "250",
+            "AGENT_TREE_HEALTH_PORT": "8080",
+        }
+    )
+    assert config.settings.temporal_address == "127.0.0.1:7000"
+    assert config.settings.redis_url == "redis://127.0.0.1:1/0"
+    assert config.watch_namespaces == ("team-a", "team-b")
+    assert config.worker_image == "reg/agent-tree:1"
+    assert config.worker_resources == {"requests": {"cpu": "100m"}}
+    assert config.status_interval == 0.25
+    assert [e["name"] for e in config.worker_env()] == [
+        "AGENT_TREE_TEMPORAL_ADDRESS",
+        "AGENT_TREE_TEMPORAL_NAMESPACE",
+        "AGENT_TREE_REDIS_URL",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"AGENT_TREE_STATUS_INTERVAL_MS": "fast"}, "AGENT_TREE_STATUS_INTERVAL_MS"),
+        ({"AGENT_TREE_STATUS_INTERVAL_MS": "1"}, "AGENT_TREE_STATUS_INTERVAL_MS"),
+        ({"AGENT_TREE_WATCH_NAMESPACE": "Team_A"}, "AGENT_TREE_WATCH_NAMESPACE"),
+        ({"AGENT_TREE_WORKER_IMAGE_PULL_POLICY": "Sometimes"}, "AGENT_TREE_WORKER_IMAGE_PULL_POLICY"),
+        ({"AGENT_TREE_WORKER_RESOURCES": "{not json"}, "AGENT_TREE_WORKER_RESOURCES"),
+        ({"AGENT_TREE_WORKER_RESOURCES": '{"request": {}}'}, "AGENT_TREE_WORKER_RESOURCES"),
+        ({"AGENT_TREE_METRICS_PORT": "x"}, "AGENT_TREE_METRICS_PORT"),
+    ],
+)
+def test_errors_name_the_variable(env, variable):
+    with pytest.raises(ValueError, match=variable):
+        OperatorConfig.from_env(env)
+
+
+def test_config_error_is_a_settings_error():
+    from agent_tree.settings import SettingsError
+
+    assert issubclass(ConfigError, SettingsError)
