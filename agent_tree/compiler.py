@@ -86,6 +86,13 @@ def compile_tree(spec: AgentTreeSpec, name: str = "agent-tree", resolve: Resolve
             planner = resolve(spec.planner)
         except registry.EntrypointError as exc:
             raise CompileError(f"spec.planner: {exc}") from exc
+    root = spec.agent(spec.root)
+    if planner is None and root.model is not None and root.children:
+        # A model-backed supervisor routes by asking its model (transfer_to_<child> tools); the answer is
+        # the plan, so agent_tree.policy keeps taking every routing decision.
+        from agent_tree.providers.openai_chat import make_router
+
+        planner = make_router(root, [(c, spec.agent(c).description) for c in root.children])
     return CompiledTree(AgentTree(nodes[spec.root], name=name), spec, planner, spec.maxSteps)
 
 

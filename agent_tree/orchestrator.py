@@ -36,6 +36,11 @@ async def make_plan(planner: Planner | None, user_input: str) -> dict[str, Any] 
     return plan
 
 
+def plan_thought(plan: dict[str, Any]) -> str:
+    """The reasoning step recorded for a plan; the durable executor records the same text."""
+    return f"plan: {json.dumps(plan, ensure_ascii=False, default=str)}"
+
+
 def finish_result(state: policy.SupervisorState, decision: policy.Finish) -> SupervisorResult:
     handoffs = [HandoffResult.model_validate(h, strict=False) for h in state.handoffs]
     return SupervisorResult(
@@ -118,7 +123,7 @@ class SupervisorOrchestrator:
         await self.hooks.fire("on_node_start", root, user_input)
         plan = await make_plan(self.planner, user_input)
         if plan is not None:
-            await self.hooks.fire("on_reasoning_step", root.name, f"plan: {json.dumps(plan, ensure_ascii=False, default=str)}")
+            await self.hooks.fire("on_reasoning_step", root.name, plan_thought(plan))
         result = await supervise(
             root,
             user_input,

@@ -1,0 +1,407 @@
+"""Activities: history writes, the planner, Python agent turns, model calls and tool calls.
+
+One class with injected clients (a :class:`HistoryStore` or None, a :class:`StepStream`). Every
+activity first writes the steps the workflow piggybacked on it, so a step reaches PostgreSQL (and
+Redis) as soon as the next activity of the run starts. Writes are idempotent, so retries are safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from agent_tree import registry
+from agent_tree.compiler import CompiledTree, CompileError, compile_tree
+from agent_tree.context import run_turn
+from agent_tree.events import event_hooks
+from agent_tree.models import HandoffResult, ToolResult
+from agent_tree.node import AgentNode, error_message, maybe_await
+from agent_tree.orchestrator import make_plan, plan_thought
+from agent_tree.providers import openai_chat as chat
+from agent_tree.spec import AgentSpec, AgentTreeSpec
+from agent_tree_worker import inputs as t
+from agent_tree_worker import payloads
+from agent_tree_worker.store import HistoryStore
+from agent_tree_worker.stream import StepStream
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY = 1.0
+NON_RETRYABLE_STATUS = {400, 401, 403, 404, 409, 422}
+
+
+class RetryTurn(BaseException):
+    """History is unreachable in the middle of a Python agent's turn.
+
+    A BaseException so that ``run_turn`` (which turns an agent's exceptions into a failed handoff)
+    lets it through: the activity fails and Temporal retries it; completed tool calls come back
+    from the journal.
+    """
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@contextlib.asynccontextmanager
+async def heartbeating() -> AsyncIterator[None]:
+    """Heartbeat while the body runs, so a dead worker's activity is retried within the heartbeat timeout."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(HEARTBEAT_EVERY)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def find_node(compiled: CompiledTree, name: str) -> AgentNode | None:
+    """The node ``name`` of a compiled tree, also when it is reachable only as another agent's tool."""
+    seen: set[int] = set()
+    stack = [compiled.tree.root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.name == name:
+            return node
+        stack.extend(node.children)
+        stack.extend(tool.agent for tool in node.tools.values() if tool.agent is not None)
+    return None
+
+
+async def execute_tool(node: AgentNode, name: str, args: dict[str, Any], limit: float) -> ToolResult:
+    """Run a tool of ``node``: sync tools in a thread (heartbeats go on), bounded by ``limit`` seconds,
+    and a result that is not JSON becomes an error."""
+    tool = node.tools.get(name)
+    started = time.perf_counter()
+    try:
+        if (
+            tool is not None
+            and tool.func is not None
+            and tool.agent is None
+            and not inspect.iscoroutinefunction(tool.func)
+        ):
+            output = await maybe_await(await asyncio.wait_for(asyncio.to_thread(tool.func, **args), limit))
+            result = ToolResult(tool_name=name, output=output, duration_ms=(time.perf_counter() - started) * 1000)
+        else:
+            result = await asyncio.wait_for(node.run_tool(name, **args), limit)
+    except TimeoutError:
+        return ToolResult(
+            tool_name=name,
+            status="error",
+            error=f"tool {name!r} timed out after {limit:g}s",
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
+    except Exception as exc:
+        return ToolResult(
+            tool_name=name, status="error", error=error_message(exc), duration_ms=(time.perf_counter() - started) * 1000
+        )
+    reason = payloads.not_json_reason(result.output) if result.status == "ok" else None
+    if reason is not None:
+        return ToolResult(
+            tool_name=name,
+            status="error",
+            error=f"tool {name!r} returned a value that is not JSON: {reason}",
+            duration_ms=result.duration_ms,
+        )
+    return result
+
+
+def _failing_planner(message: str):
+    def planner(user_input: str) -> dict[str, Any]:
+        raise LookupError(message)
+
+    return planner
+
+
+def tool_timeout(agent: AgentSpec, name: str) -> float:
+    return float(next((x.timeoutSeconds for x in agent.tools if x.name == name), 60))
+
+
+class Activities:
+    """The activities of one worker process (register ``all()`` on the worker)."""
+
+    def __init__(self, store: HistoryStore | None, stream: StepStream, *, identity: str = "worker") -> None:
+        self.store = store
+        self.stream = stream
+        self.identity = identity
+        self._compiled: dict[str, tuple[AgentTreeSpec, CompiledTree | CompileError]] = {}
+
+    def all(self) -> list[Any]:
+        return [
+            self.start_run,
+            self.finish_run,
+            self.record_steps,
+            self.plan,
+            self.python_turn,
+            self.model_call,
+            self.tool_call,
+        ]
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    async def write(self, run_id: str, steps: list[t.Step]) -> None:
+        """Write steps to PostgreSQL (raises when it stays unreachable), then publish them (never raises)."""
+        if not steps:
+            return
+        stored = await self.store.write_steps(run_id, steps) if self.store else steps
+        await self.stream.publish(run_id, stored)
+
+    def tree(self, spec: dict[str, Any]) -> tuple[AgentTreeSpec, CompiledTree]:
+        """The compiled tree of a spec snapshot (cached per content): entrypoints import once per process."""
+        key = payloads.blob_id(payloads.dumps(spec))
+        if key not in self._compiled:
+            model = AgentTreeSpec.model_validate(spec)
+            try:
+                compiled: CompiledTree | CompileError = compile_tree(model)
+            except CompileError as exc:
+                compiled = exc
+            self._compiled[key] = (model, compiled)
+        model, compiled = self._compiled[key]
+        if isinstance(compiled, CompileError):
+            raise ApplicationError(str(compiled), type="CompileError", non_retryable=True)
+        return model, compiled
+
+    async def shrink(self, run_id: str, result: dict[str, Any]) -> dict[str, Any]:
+        """A ToolResult dict whose large output is stored as a blob and replaced by its reference."""
+        if self.store is not None and payloads.json_size(result.get("output")) > payloads.BLOB_THRESHOLD:
+            return {**result, "output": await self.store.put_blob(run_id, result["output"])}
+        return result
+
+    # --- history ------------------------------------------------------------------------------
+
+    @activity.defn(name=t.START_RUN)
+    async def start_run(self, inp: t.StartRunInput) -> None:
+        if self.store:
+            await self.store.start_run(inp.run, self.identity)
+        await self.write(inp.run["workflow_id"], inp.steps)
+
+    @activity.defn(name=t.FINISH_RUN)
+    async def finish_run(self, inp: t.FinishRunInput) -> None:
+        await self.write(inp.run_id, inp.steps)
+        if self.store:
+            await self.store.finish_run(inp.run_id, inp.result, self.identity)
+        await self.stream.publish(
+            inp.run_id, [], final={"status": inp.result["status"], "answer": inp.result["answer"]}
+        )
+
+    @activity.defn(name=t.RECORD_STEPS)
+    async def record_steps(self, inp: t.StepsInput) -> None:
+        await self.write(inp.run_id, inp.steps)
+
+    # --- agents -------------------------------------------------------------------------------
+
+    @activity.defn(name=t.PLAN)
+    async def plan(self, inp: t.PlanInput) -> dict[str, Any] | None:
+        await self.write(inp.run_id, inp.steps)
+        spec = AgentTreeSpec.model_validate(inp.spec)
+        if inp.agent is not None:
+            agent = spec.agent(inp.agent)
+            planner = chat.make_router(agent, [(c, spec.agent(c).description) for c in agent.children])
+        else:
+            try:
+                planner = registry.resolve(spec.planner)  # type: ignore[arg-type]
+            except registry.EntrypointError as exc:
+                planner = _failing_planner(f"spec.planner: {exc}")
+        plan = await make_plan(planner, inp.input)
+        # The thought is rendered here: Temporal's JSON converter sorts dict keys on the way back.
+        return None if plan is None else {"plan": plan, "thought": plan_thought(plan)}
+
+    @activity.defn(name=t.PYTHON_TURN)
+    async def python_turn(self, inp: t.PythonTurnInput) -> dict[str, Any]:
+        """One turn of a Python agent, its tool calls journaled: on a retry, calls completed by an
+        earlier attempt are answered from PostgreSQL instead of running again."""
+        await self.write(inp.run_id, inp.steps)
+        spec, compiled = self.tree(inp.spec)
+        node = find_node(compiled, inp.agent)
+        if node is None:
+            raise ApplicationError(f"the tree has no agent {inp.agent!r}", type="UnknownAgent", non_retryable=True)
+        agent_spec = spec.agent(inp.agent)
+        info = activity.info()
+        journal_key = f"{info.workflow_run_id}/{info.activity_id}"
+        events = itertools.count(1)
+        calls = itertools.count(1)
+        unwritten: list[t.Step] = []
+
+        async def sink(event: dict[str, Any]) -> None:
+            step = {
+                "ord": [*inp.ord, next(events)],
+                "type": event["type"],
+                "agent": event.get("agent") or inp.agent,
+                "data": event,
+                "ts": _now(),
+            }
+            try:
+                await self.write(inp.run_id, [step])
+            except Exception as exc:  # written again at the end of the turn; never lost
+                log.warning("step %s not written yet: %s", step["ord"], exc)
+                unwritten.append(step)
+
+        async def journaled(owner: AgentNode, name: str, args: dict[str, Any]) -> ToolResult:
+            seq = next(calls)
+            try:
+                if self.store is not None:
+                    done = await self.store.journal_get(journal_key, seq)
+                    if done is not None and done["tool"] == name:
+                        return ToolResult.model_validate(await self.store.resolve(done["result"]), strict=False)
+                result = await execute_tool(owner, name, args, tool_timeout(agent_spec, name))
+                if self.store is not None:
+                    stored = await self.shrink(inp.run_id, result.model_dump(mode="json"))
+                    await self.store.journal_put(
+                        journal_key,
+                        seq,
+                        run_id=inp.run_id,
+                        agent=owner.name,
+                        tool=name,
+                        args=args,
+                        result=stored,
+                        attempt=info.attempt,
+                    )
+            except Exception as exc:
+                raise RetryTurn(f"history unavailable during tool call {seq} ({name}): {error_message(exc)}") from exc
+            return result
+
+        try:
+            async with heartbeating():
+                handoff = await run_turn(
+                    node,
+                    inp.input,
+                    inp.context,
+                    hooks=None if inp.quiet else event_hooks(sink),
+                    plan=inp.plan,
+                    step=inp.step,
+                    tool_runner=journaled,
+                    max_steps=inp.max_steps,
+                )
+        except RetryTurn as exc:
+            raise ApplicationError(str(exc), type="HistoryUnavailable") from None
+        if unwritten:
+            await self.write(inp.run_id, unwritten)
+        return await self.handoff_for_history(inp.run_id, handoff.model_copy(update={"to_agent": inp.to_agent}))
+
+    async def handoff_for_history(self, run_id: str, handoff: HandoffResult) -> dict[str, Any]:
+        """The handoff as it may travel through Temporal: large tool outputs as references, and a
+        failed handoff instead of one too large to carry."""
+        data = handoff.model_dump(mode="json")
+        data["traces"]["tool_results"] = [await self.shrink(run_id, r) for r in data["traces"]["tool_results"]]
+        size = payloads.json_size({"summary": data["summary"], "payload": data["payload"]})
+        if size > payloads.MAX_HANDOFF_BYTES:
+            data.update(
+                status="failed",
+                payload={},
+                summary=(
+                    f"agent {handoff.from_agent!r} handed back {size} bytes of summary and payload; the limit is "
+                    f"{payloads.MAX_HANDOFF_BYTES}: store large results and return a reference"
+                ),
+            )
+        return data
+
+    @activity.defn(name=t.MODEL_CALL)
+    async def model_call(self, inp: t.ModelCallInput) -> dict[str, Any]:
+        """One Chat Completions call; a large reply is stored and comes back as a reference."""
+        await self.write(inp.run_id, inp.steps)
+        spec = AgentTreeSpec.model_validate(inp.spec)
+        agent = spec.agent(inp.agent)
+        messages = [await self._resolve_message(m) for m in inp.messages]
+        try:
+            if inp.router:
+                tools = chat.router_tools([(c, spec.agent(c).description) for c in agent.children])
+            else:
+                tools = chat.tool_definitions(agent)
+            async with heartbeating():
+                response = await chat.call_model(agent, messages, tools, max_retries=0)
+        except (chat.ModelConfigError, registry.EntrypointError) as exc:
+            raise ApplicationError(str(exc), type="ModelConfigError", non_retryable=True) from None
+        except Exception as exc:
+            status = getattr(exc, "status_code", None)
+            if status in NON_RETRYABLE_STATUS:
+                raise ApplicationError(
+                    f"the model endpoint refused the request ({status}): {error_message(exc)}",
+                    type="ModelRequestError",
+                    non_retryable=True,
+                ) from None
+            raise
+        if not response["tool_calls"] and not inp.router:
+            response["final"] = chat.interpret_final(agent.outputSchema, response["content"])
+        if self.store is not None and payloads.json_size(response["content"]) > payloads.BLOB_THRESHOLD:
+            response["content"] = await self.store.put_blob(inp.run_id, response["content"])
+        return response
+
+    async def _resolve_message(self, message: dict[str, Any]) -> dict[str, Any]:
+        content = message.get("content")
+        if self.store is None or not payloads.is_ref(content):
+            return message
+        value = await self.store.get_blob(content)
+        return {**message, "content": value if isinstance(value, str) else payloads.dumps(value)}
+
+    @activity.defn(name=t.TOOL_CALL)
+    async def tool_call(self, inp: t.ToolCallInput) -> dict[str, Any]:
+        """One tool call of a model agent, journaled like a Python agent's; writes tool_start/tool_end."""
+        start = {
+            "ord": inp.ord_start,
+            "type": "tool_start",
+            "agent": inp.agent,
+            "data": {"type": "tool_start", "tool": inp.tool, "args": inp.args},
+            "ts": _now(),
+        }
+        await self.write(inp.run_id, inp.steps if inp.quiet else [*inp.steps, start])
+        spec, compiled = self.tree(inp.spec)
+        node = find_node(compiled, inp.agent)
+        if node is None:
+            raise ApplicationError(f"the tree has no agent {inp.agent!r}", type="UnknownAgent", non_retryable=True)
+        info = activity.info()
+        journal_key = f"{info.workflow_run_id}/{info.activity_id}"
+        done = await self.store.journal_get(journal_key, 1) if self.store else None
+        if done is not None:
+            result = done["result"]
+        else:
+            async with heartbeating():
+                tool_result = await execute_tool(
+                    node, inp.tool, inp.args, tool_timeout(spec.agent(inp.agent), inp.tool)
+                )
+            result = await self.shrink(inp.run_id, tool_result.model_dump(mode="json"))
+            if self.store is not None:
+                await self.store.journal_put(
+                    journal_key,
+                    1,
+                    run_id=inp.run_id,
+                    agent=inp.agent,
+                    tool=inp.tool,
+                    args=inp.args,
+                    result=result,
+                    attempt=info.attempt,
+                )
+        if not inp.quiet:
+            end = {
+                "ord": inp.ord_end,
+                "type": "tool_end",
+                "agent": inp.agent,
+                "ts": _now(),
+                "data": {
+                    "type": "tool_end",
+                    "tool": inp.tool,
+                    "status": result["status"],
+                    "output": result.get("output"),
+                    "error": result.get("error"),
+                },
+            }
+            await self.write(inp.run_id, [end])
+        return result

@@ -1,0 +1,220 @@
+"""Subcommands of ``agent-tree`` provided by the worker package (registered by ``agent_tree.cli``):
+``worker``, ``db migrate``, ``db purge``, ``logs``, ``history`` and ``submit``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+from datetime import timedelta
+from typing import Any
+
+from agent_tree.settings import Settings, SettingsError
+
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w``."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number and a unit (s, m, h, d, w), e.g. 30d")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def _store(settings: Settings, required: bool = True):
+    from agent_tree_worker.store import HistoryStore
+
+    if not settings.database_url:
+        if required:
+            raise SettingsError("AGENT_TREE_DATABASE_URL (or DATABASE_URL) is not set: no history database")
+        return None
+    return HistoryStore(settings.database_url, retry_seconds=5)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from agent_tree_worker.config import WorkerConfig
+    from agent_tree_worker.main import main
+
+    config = WorkerConfig.load(
+        task_queue=args.task_queue,
+        tree=args.tree,
+        agent=args.agent,
+        paths=tuple(args.path or ()),
+        migrate=False if args.no_migrate else None,
+    )
+    return main(config)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    async def go() -> list[str]:
+        store = _store(Settings.from_env())
+        try:
+            return await store.migrate()
+        finally:
+            await store.close()
+
+    applied = asyncio.run(go())
+    print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    async def go() -> dict[str, int]:
+        store = _store(Settings.from_env())
+        try:
+            return await store.purge(args.older_than, dry_run=args.dry_run)
+        finally:
+            await store.close()
+
+    counts = asyncio.run(go())
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb}: " + ", ".join(f"{n} {table}" for table, n in counts.items()))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from agent_tree_worker.reader import RunNotFound, print_history
+
+    async def go() -> int:
+        store = _store(Settings.from_env())
+        try:
+            return await print_history(store, args.run, as_json=args.json)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(go())
+    except RunNotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from agent_tree_worker.reader import RunNotFound, follow_logs
+    from agent_tree_worker.stream import StepStream
+
+    async def go() -> str | None:
+        settings = Settings.from_env()
+        store = _store(settings, required=False)
+        stream = StepStream(settings.redis_url)
+        if store is None and not settings.redis_url:
+            raise SettingsError("set AGENT_TREE_DATABASE_URL and/or AGENT_TREE_REDIS_URL to read run logs")
+        try:
+            return await follow_logs(args.run, store, stream, follow=args.follow, as_json=args.json)
+        finally:
+            await stream.close()
+            if store is not None:
+                await store.close()
+
+    try:
+        status = asyncio.run(go())
+    except RunNotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.follow and status:
+        print(f"# run ended: {status}", file=sys.stderr)
+    return 0 if status in (None, "completed", "running") else 1
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import uuid
+
+    from temporalio.client import Client
+
+    from agent_tree.cli import load_tree
+    from agent_tree_worker.client import RunInputError, run_input, start_run
+
+    tree, runs = load_tree(args.file)
+    text = args.input if args.input is not None else (runs[0].spec.input if runs else None)
+    if text is None:
+        print(f"error: --input is required ({args.file} holds no AgentRun)", file=sys.stderr)
+        return 2
+    context: dict[str, Any] = dict(runs[0].spec.context) if runs and args.input is None else {}
+    settings = Settings.from_env()
+    namespace = args.namespace or tree.metadata.namespace or "default"
+    name = args.name or (runs[0].metadata.name if runs else f"{tree.metadata.name}-run")
+
+    async def go() -> int:
+        try:
+            inp = run_input(
+                namespace,
+                tree.metadata.name,
+                tree.spec,
+                name=name,
+                uid=args.uid or uuid.uuid4().hex[:12],
+                input=text,
+                context=context,
+                max_steps=args.max_steps,
+                timeout_seconds=args.timeout,
+            )
+        except RunInputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+        handle = await start_run(client, inp)
+        print(f"started {handle.id} on task queue of {tree.spec.root!r}", file=sys.stderr)
+        if not args.wait:
+            print(handle.id)
+            return 0
+        result = await handle.result()
+        print(json.dumps(result, indent=2, default=str))
+        return 0 if result.get("status") == "completed" else 1
+
+    return asyncio.run(go())
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the worker's subcommands to the ``agent-tree`` parser."""
+    w = sub.add_parser("worker", help="serve one agent's Temporal task queue (durable runs)")
+    w.add_argument("--task-queue", help="the queue to serve (default: $AGENT_TREE_TASK_QUEUE)")
+    w.add_argument("--tree", metavar="NS/NAME", help="with --agent: serve that agent's queue ($AGENT_TREE_TREE)")
+    w.add_argument("--agent", help="agent name ($AGENT_TREE_AGENT)")
+    w.add_argument("--path", action="append", metavar="DIR", help="add DIR to the import path (repeatable)")
+    w.add_argument("--no-migrate", action="store_true", help="do not apply history migrations at start")
+    w.set_defaults(func=_guard(cmd_worker))
+
+    db = sub.add_parser("db", help="the history database (PostgreSQL)")
+    dbs = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    m = dbs.add_parser("migrate", help="apply the schema migrations (safe to run concurrently)")
+    m.set_defaults(func=_guard(cmd_migrate))
+    p = dbs.add_parser("purge", help="delete finished runs (and their steps, journal, blobs, audit) past retention")
+    p.add_argument("--older-than", type=parse_duration, required=True, metavar="AGE", help="e.g. 30d, 12h")
+    p.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+    p.set_defaults(func=_guard(cmd_purge))
+
+    lg = sub.add_parser("logs", help="print a durable run's steps (-f: follow live)")
+    lg.add_argument("run", metavar="RUN", help="workflow id, or NAMESPACE/NAME of an AgentRun (its latest run)")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
+    lg.add_argument("--json", action="store_true", help="one JSON object per step")
+    lg.set_defaults(func=_guard(cmd_logs))
+
+    hi = sub.add_parser("history", help="print the full history of a durable run from PostgreSQL")
+    hi.add_argument("run", metavar="RUN", help="workflow id, or NAMESPACE/NAME of an AgentRun (its latest run)")
+    hi.add_argument("--json", action="store_true", help="the run and its steps as JSON")
+    hi.set_defaults(func=_guard(cmd_history))
+
+    sb = sub.add_parser("submit", help="start a durable run of a tree on Temporal (no Kubernetes needed)")
+    sb.add_argument("-f", "--file", required=True, help="AgentTree manifest (may also hold an AgentRun)")
+    sb.add_argument("-i", "--input", help="the request (default: the AgentRun's spec.input in the file)")
+    sb.add_argument("--namespace", help="namespace of the run (default: the tree's, else 'default')")
+    sb.add_argument("--name", help="run name (default: the AgentRun's, else <tree>-run)")
+    sb.add_argument("--uid", help="run uid (default: random); the same uid attaches to the same run")
+    sb.add_argument("--max-steps", type=int)
+    sb.add_argument("--timeout", type=int, default=3600, help="seconds (default 3600)")
+    sb.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    sb.set_defaults(func=_guard(cmd_submit))
+
+
+def _guard(fn):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except SettingsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    return run

@@ -1,0 +1,132 @@
+"""Inputs of the workflows and activities: one dataclass each (Temporal's JSON converter carries them).
+
+Kept free of heavy imports: workflow code imports this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Activity names, so workflow code needs no import of the activity implementations.
+START_RUN = "agent_tree.start_run"
+FINISH_RUN = "agent_tree.finish_run"
+RECORD_STEPS = "agent_tree.record_steps"
+PLAN = "agent_tree.plan"
+PYTHON_TURN = "agent_tree.python_turn"
+MODEL_CALL = "agent_tree.model_call"
+TOOL_CALL = "agent_tree.tool_call"
+
+Step = dict[str, Any]
+"""``{"ord": [int...], "type": str, "agent": str | None, "data": {event}, "ts": iso}``."""
+
+
+@dataclass
+class RunInput:
+    """Input of ``AgentRunWorkflow``: everything a run needs, including the pinned tree spec."""
+
+    namespace: str
+    tree: str
+    name: str
+    uid: str
+    spec: dict[str, Any]
+    revision: str
+    input: str
+    context: dict[str, Any] = field(default_factory=dict)
+    max_steps: int | None = None
+    timeout_seconds: int = 3600
+    budgets: dict[str, Any] | None = None
+
+
+@dataclass
+class TurnInput:
+    """Input of ``AgentWorkflow``: one turn of one agent (or its call as a tool)."""
+
+    run_id: str  # the run's workflow id: the key of its history
+    namespace: str
+    tree: str
+    spec: dict[str, Any]
+    agent: str
+    input: str
+    context: dict[str, Any]
+    ord: list[int]
+    plan: dict[str, Any] | None = None
+    step: int = 0
+    max_steps: int = 10
+    to_agent: str = "supervisor"
+    as_tool: bool = False  # called as a tool: no lifecycle events, like AgentNode.as_tool
+    deadline: float | None = None  # epoch seconds
+    steps: list[Step] = field(default_factory=list)  # steps to write first (piggybacked)
+
+
+@dataclass
+class TurnResult:
+    handoff: dict[str, Any]
+    steps: list[Step] = field(default_factory=list)  # steps emitted last, for the parent to write
+
+
+@dataclass
+class StartRunInput:
+    run: dict[str, Any]
+    steps: list[Step] = field(default_factory=list)
+
+
+@dataclass
+class FinishRunInput:
+    run_id: str
+    result: dict[str, Any]
+    steps: list[Step] = field(default_factory=list)
+
+
+@dataclass
+class StepsInput:
+    run_id: str
+    steps: list[Step]
+
+
+@dataclass
+class PlanInput:
+    run_id: str
+    spec: dict[str, Any]
+    input: str
+    steps: list[Step] = field(default_factory=list)
+    agent: str | None = None  # set: route with this model supervisor; unset: the tree's planner entrypoint
+
+
+@dataclass
+class PythonTurnInput:
+    run_id: str
+    spec: dict[str, Any]
+    agent: str
+    input: str
+    context: dict[str, Any]
+    ord: list[int]
+    plan: dict[str, Any] | None = None
+    step: int = 0
+    max_steps: int = 10
+    to_agent: str = "supervisor"
+    quiet: bool = False
+    steps: list[Step] = field(default_factory=list)
+
+
+@dataclass
+class ModelCallInput:
+    run_id: str
+    spec: dict[str, Any]
+    agent: str
+    messages: list[dict[str, Any]]
+    router: bool = False
+    steps: list[Step] = field(default_factory=list)
+
+
+@dataclass
+class ToolCallInput:
+    run_id: str
+    spec: dict[str, Any]
+    agent: str
+    tool: str
+    args: dict[str, Any]
+    ord_start: list[int]
+    ord_end: list[int]
+    quiet: bool = False
+    steps: list[Step] = field(default_factory=list)

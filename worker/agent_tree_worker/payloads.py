@@ -1,0 +1,64 @@
+"""Keeping large values out of Temporal history: sizes, blob references and JSON checks.
+
+Pure helpers (no I/O): workflows import them too. A value whose JSON is above the threshold is
+stored in PostgreSQL's ``blobs`` table by an activity and replaced by a reference
+``{"$blob": "<sha256>", "bytes": N, "preview": "..."}`` that travels through history instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+BLOB_THRESHOLD = 64 * 1024
+"""Values whose JSON is larger than this many bytes are stored as blobs."""
+
+MAX_HANDOFF_BYTES = 256 * 1024
+"""A handoff (summary + payload) larger than this fails the turn: it would flow through every later
+step's context and the run's result, so it must be stored by the agent and referenced instead."""
+
+PREVIEW_CHARS = 200
+
+
+def dumps(value: Any) -> str:
+    """Canonical JSON (sorted keys, no NaN): the form stored, hashed and measured."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value``'s JSON; values that are not JSON count as 0 (they are rejected elsewhere)."""
+    try:
+        return len(dumps(value).encode())
+    except (TypeError, ValueError):
+        return 0
+
+
+def not_json_reason(value: Any) -> str | None:
+    """Why ``value`` cannot be carried as JSON, or None when it can."""
+    try:
+        dumps(value)
+    except (TypeError, ValueError) as exc:
+        return f"{type(value).__name__} is not JSON-serialisable ({exc})"
+    return None
+
+
+def blob_id(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def make_ref(text: str) -> dict[str, Any]:
+    """The reference that replaces a stored value (content-addressed, so storing twice is harmless)."""
+    preview = text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+    return {"$blob": blob_id(text), "bytes": len(text.encode()), "preview": preview}
+
+
+def is_ref(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("$blob"), str) and "bytes" in value
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [{len(text) - limit} more characters]"

@@ -1,0 +1,197 @@
+"""Reading a run's history back: ``agent-tree history`` (PostgreSQL) and ``agent-tree logs -f``.
+
+``logs -f`` uses the Redis stream as a wake-up and PostgreSQL as the record: on each batch of
+stream entries it prints the steps PostgreSQL holds after the last one printed, so steps the
+bounded stream no longer holds (or never got, while Redis was down) are still printed, in order.
+With Redis down it polls PostgreSQL; with PostgreSQL down it prints the stream entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TextIO
+
+from redis.exceptions import RedisError
+
+from agent_tree.events import format_event, preview
+from agent_tree_worker import payloads
+from agent_tree_worker.store import RETRYABLE, TERMINAL, HistoryStore
+from agent_tree_worker.stream import StepStream, ord_str
+
+
+class RunNotFound(LookupError):
+    pass
+
+
+async def resolve_run(ref: str, store: HistoryStore | None) -> str:
+    """A workflow id from ``RUN``: a workflow id, or ``NAMESPACE/NAME`` (the AgentRun's latest run)."""
+    if "/" in ref and not ref.startswith("agentrun."):
+        if store is None:
+            raise RunNotFound(f"{ref}: looking up NAMESPACE/NAME needs the history database (AGENT_TREE_DATABASE_URL)")
+        namespace, _, name = ref.partition("/")
+        row = await store.latest_run(namespace, name)
+        if row is None:
+            raise RunNotFound(f"no run of AgentRun {name!r} in namespace {namespace!r} in the history database")
+        return row["workflow_id"]
+    return ref
+
+
+def render(step: dict[str, Any]) -> str:
+    data = step["data"]
+    ts = str(step.get("ts") or "")
+    try:
+        ts = datetime.fromisoformat(ts).strftime("%H:%M:%S.%f")[:-3]
+    except ValueError:
+        pass
+    if step["type"] == "model_usage":
+        text = (
+            f"  $ {data.get('agent')} model {data.get('model')}: {data.get('total_tokens', 0)} tokens "
+            f"({data.get('prompt_tokens', 0)} in, {data.get('completion_tokens', 0)} out)"
+        )
+    else:
+        text = format_event(data)
+        if step["type"] in ("tool_start", "tool_end") and step.get("agent"):
+            text = f"  [{step['agent']}]{text[1:]}"
+    return f"{ts} {text}"
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+
+
+async def print_history(store: HistoryStore, ref: str, *, as_json: bool, out: TextIO = sys.stdout) -> int:
+    workflow_id = await resolve_run(ref, store)
+    run = await store.get_run(workflow_id)
+    steps = await store.steps(workflow_id)
+    if run is None and not steps:
+        raise RunNotFound(f"no run {workflow_id!r} in the history database")
+    if as_json:
+        print(json.dumps({"run": _jsonable(run or {}), "steps": steps}, indent=2, default=str), file=out)
+        return 0
+    if run:
+        took = ""
+        if run["finished_at"]:
+            took = f" in {(run['finished_at'] - run['started_at']).total_seconds():.2f}s"
+        print(
+            f"run:    {run['workflow_id']}  ({run['namespace']}/{run['name']}, tree {run['tree']} "
+            f"@ {run['tree_revision']})",
+            file=out,
+        )
+        print(f"status: {run['status']}{took}  steps: {run['steps']}  tokens: {run['token_usage']}", file=out)
+        print(f"input:  {preview(run['input'], 160)}", file=out)
+        print(f"answer: {run['answer'] or '-'}", file=out)
+        print(file=out)
+    rows = [("ORD", "TIME", "AGENT", "TYPE", "DETAIL")]
+    for s in steps:
+        rows.append((ord_str(s["ord"]), s["ts"][11:23], s.get("agent") or "", s["type"], _detail(s)))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4], file=out)
+    return 0
+
+
+def _detail(step: dict[str, Any]) -> str:
+    d = step["data"]
+    kind = step["type"]
+    if kind == "agent_start":
+        return preview(d.get("input", ""), 80)
+    if kind in ("agent_end", "handoff"):
+        arrow = f"-> {d.get('to_agent')} " if kind == "handoff" else ""
+        return f"{arrow}[{d.get('status')}] {preview(d.get('summary', ''), 100)}"
+    if kind == "tool_start":
+        return f"{d.get('tool')}({preview(d.get('args', {}), 100)})"
+    if kind == "tool_end":
+        if d.get("status") == "error":
+            return f"{d.get('tool')} ! {d.get('error')}"
+        out = d.get("output")
+        shown = f"<{out['bytes']} bytes in blob {out['$blob'][:12]}>" if payloads.is_ref(out) else preview(out, 100)
+        return f"{d.get('tool')} = {shown}"
+    if kind == "reasoning":
+        return preview(d.get("thought", ""), 120)
+    if kind == "model_usage":
+        return f"{d.get('model')} {d.get('total_tokens', 0)} tokens"
+    return preview(d, 120)
+
+
+async def follow_logs(
+    ref: str,
+    store: HistoryStore | None,
+    stream: StepStream,
+    *,
+    follow: bool,
+    as_json: bool = False,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    poll_seconds: float = 0.5,
+    deadline: float | None = None,
+) -> str | None:
+    """Print a run's steps; with ``follow`` keep printing until the run ends. Returns the final status."""
+    workflow_id = await resolve_run(ref, store)
+    printed: set[tuple[int, ...]] = set()
+    last: list[int] | None = None
+    emit_line: Callable[[dict[str, Any]], str] = (lambda s: json.dumps(s, default=str)) if as_json else render
+
+    def emit(step: dict[str, Any]) -> None:
+        nonlocal last
+        key = tuple(step["ord"])
+        if key in printed:
+            return
+        printed.add(key)
+        if last is None or step["ord"] > last:
+            last = step["ord"]
+        print(emit_line(step), file=out, flush=True)
+
+    async def from_store() -> bool:
+        """Print new steps from PostgreSQL; False when it is unreachable."""
+        try:
+            for step in await store.steps(workflow_id, after=last):  # type: ignore[union-attr]
+                emit(step)
+            return True
+        except RETRYABLE as exc:
+            print(f"# PostgreSQL unavailable ({type(exc).__name__}); showing the live stream only", file=err)
+            return False
+
+    if store is not None:
+        await from_store()
+    if not follow:
+        if store is None:
+            raise RunNotFound("reading a finished run needs the history database (AGENT_TREE_DATABASE_URL)")
+        run = await store.get_run(workflow_id)
+        return run["status"] if run else None
+    loop = asyncio.get_running_loop()
+    stream_id, redis_ok, status = "0", bool(stream.url), None
+    if not redis_ok:
+        print("# no Redis configured: following PostgreSQL", file=err)
+    while deadline is None or loop.time() < deadline:
+        entries: list[dict[str, Any]] = []
+        if redis_ok:
+            try:
+                async for entry_id, step in stream.follow(workflow_id, stream_id, block_ms=1000):
+                    stream_id = entry_id
+                    if step["type"] == "run_end":
+                        status = step["data"].get("status")
+                    else:
+                        entries.append(step)
+            except (RedisError, OSError) as exc:
+                redis_ok = False
+                print(f"# Redis unavailable ({type(exc).__name__}); following PostgreSQL", file=err)
+        else:
+            await asyncio.sleep(poll_seconds)
+        if store is None or not await from_store():
+            for step in sorted(entries, key=lambda s: s["ord"]):
+                emit(step)
+        if status is None and store is not None:
+            try:
+                run = await store.get_run(workflow_id)
+            except RETRYABLE:
+                run = None
+            if run and run["status"] in TERMINAL:
+                status = run["status"]
+                await from_store()
+        if status is not None:
+            return status
+    return None

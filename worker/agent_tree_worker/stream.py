@@ -1,0 +1,120 @@
+"""Live progress in Redis: one bounded stream per run (``agent_tree.naming.stream_key``).
+
+Publishing never fails a run: when Redis is down the error is logged once and publishing is
+skipped for a short back-off, because PostgreSQL already holds every step and readers fall back
+to it. Entries carry the step's ``ord`` so readers can merge the stream with PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from agent_tree.naming import stream_key
+from agent_tree_worker import payloads
+
+log = logging.getLogger(__name__)
+
+STREAM_MAXLEN = 10_000
+STREAM_TTL_SECONDS = 24 * 3600
+ENTRY_LIMIT = 16 * 1024  # a stream entry is a preview: full values live in PostgreSQL
+
+
+def ord_str(ord_: list[int]) -> str:
+    return ".".join(str(i) for i in ord_)
+
+
+def parse_ord(text: str) -> list[int]:
+    return [int(p) for p in text.split(".") if p]
+
+
+def encode(step: dict[str, Any]) -> dict[str, str]:
+    data = payloads.dumps(step["data"])
+    if len(data) > ENTRY_LIMIT:
+        data = payloads.dumps(
+            {**{k: v for k, v in step["data"].items() if payloads.json_size(v) <= 256}, "truncated": True}
+        )
+    return {
+        "ord": ord_str(step["ord"]),
+        "type": step["type"],
+        "agent": step.get("agent") or "",
+        "data": data,
+        "ts": str(step.get("ts") or ""),
+    }
+
+
+def decode(fields: dict[bytes | str, bytes | str]) -> dict[str, Any]:
+    f = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in fields.items()
+    }
+    return {
+        "ord": parse_ord(f.get("ord", "")),
+        "type": f.get("type", ""),
+        "agent": f.get("agent") or None,
+        "data": json.loads(f.get("data") or "{}"),
+        "ts": f.get("ts", ""),
+    }
+
+
+class StepStream:
+    """Publisher (and reader) of run streams. ``url=None`` disables streaming."""
+
+    def __init__(self, url: str | None, *, maxlen: int = STREAM_MAXLEN, backoff_seconds: float = 5.0) -> None:
+        self.url = url
+        self.maxlen = maxlen
+        self.backoff_seconds = backoff_seconds
+        self._client: aioredis.Redis | None = None
+        self._down_until = 0.0
+
+    @property
+    def client(self) -> aioredis.Redis:
+        if self._client is None:
+            self._client = aioredis.Redis.from_url(
+                self.url, socket_connect_timeout=1.0, socket_timeout=5.0, retry_on_timeout=False
+            )
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def publish(self, run_id: str, steps: list[dict[str, Any]], *, final: dict[str, Any] | None = None) -> bool:
+        """XADD the steps (and an end marker when ``final`` is given); False when Redis is unavailable."""
+        if not self.url or (not steps and final is None) or time.monotonic() < self._down_until:
+            return False
+        key = stream_key(run_id)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for step in steps:
+                pipe.xadd(key, encode(step), maxlen=self.maxlen, approximate=True)
+            if final is not None:
+                pipe.xadd(
+                    key,
+                    {"ord": "", "type": "run_end", "agent": "", "data": payloads.dumps(final), "ts": ""},
+                    maxlen=self.maxlen,
+                    approximate=True,
+                )
+                pipe.expire(key, STREAM_TTL_SECONDS)
+            await pipe.execute()
+            return True
+        except (RedisError, OSError) as exc:
+            self._down_until = time.monotonic() + self.backoff_seconds
+            log.warning(
+                "Redis unavailable, live progress of %s not published (%s); history is in PostgreSQL", run_id, exc
+            )
+            return False
+
+    async def follow(self, run_id: str, last_id: str = "0", block_ms: int = 1000) -> AsyncIterator[tuple[str, dict]]:
+        """Entries after ``last_id``, blocking up to ``block_ms`` for new ones; raises RedisError when down."""
+        reply = await self.client.xread({stream_key(run_id): last_id}, block=block_ms, count=500)
+        for _key, entries in reply or []:
+            for entry_id, fields in entries:
+                yield (entry_id.decode() if isinstance(entry_id, bytes) else entry_id), decode(fields)

@@ -1,0 +1,570 @@
+"""The durable executor: ``AgentRunWorkflow`` (a whole run) and ``AgentWorkflow`` (one agent's turn).
+
+``AgentRunWorkflow`` runs on the root agent's task queue and takes every routing decision with
+:mod:`agent_tree.policy`, exactly like the embedded orchestrator. Each child's turn is an
+``AgentWorkflow`` on THAT child's task queue, so it progresses only while that agent's workers are
+up. Inside a turn, a Python agent runs as one activity (its tool calls journaled in PostgreSQL); a
+model agent's loop (:mod:`agent_tree.providers.openai_chat`) runs here, with each model call and
+each tool call as its own activity. Workflows do no I/O: steps are buffered and written by the
+next activity (piggybacked), and large values travel as blob references.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, CancelledError, ChildWorkflowError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from agent_tree import naming, policy
+    from agent_tree.providers import openai_chat as chat
+    from agent_tree.spec import MAX_INPUT_CHARS, AgentTreeSpec
+    from agent_tree_worker import inputs as t
+
+HEARTBEAT = timedelta(seconds=8)
+HISTORY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=0.5), maximum_interval=timedelta(seconds=5))
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost message of an activity/child-workflow failure."""
+    while getattr(exc, "cause", None) is not None:
+        exc = exc.cause  # type: ignore[assignment]
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _unless_cancelled(exc: ActivityError | ChildWorkflowError) -> None:
+    """A turn or activity that failed because the run was cancelled cancels the run, not the turn."""
+    if isinstance(exc.cause, CancelledError):
+        raise asyncio.CancelledError() from exc
+
+
+def _failed(agent: str, to_agent: str, summary: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "from_agent": agent,
+        "to_agent": to_agent,
+        "status": "failed",
+        "summary": summary,
+        "payload": payload or {},
+        "artifacts": [],
+        "traces": _traces(),
+    }
+
+
+def _traces() -> dict[str, Any]:
+    return {"tool_calls": [], "tool_results": [], "reasoning_steps": [], "token_usage": 0}
+
+
+class Recorder:
+    """Numbers and buffers the steps a workflow emits (``ord`` = prefix + a counter)."""
+
+    def __init__(self, prefix: list[int], pending: list[t.Step] | None = None) -> None:
+        self.prefix = list(prefix)
+        self.count = 0
+        self.pending: list[t.Step] = list(pending or [])
+
+    def next_ord(self) -> list[int]:
+        self.count += 1
+        return [*self.prefix, self.count]
+
+    def emit(self, kind: str, who: str | None, /, **data: Any) -> None:
+        self.pending.append(
+            {
+                "ord": self.next_ord(),
+                "type": kind,
+                "agent": who,
+                "data": {"type": kind, **data},
+                "ts": workflow.now().isoformat(),
+            }
+        )
+
+    def take(self) -> list[t.Step]:
+        out, self.pending = self.pending, []
+        return out
+
+    def give_back(self, steps: list[t.Step]) -> None:
+        """Steps handed to an activity or child that failed: write them later (writes are idempotent)."""
+        self.pending = [*steps, *self.pending]
+
+
+class Executor:
+    """What both workflows share: child turns on the children's queues, model and tool activities."""
+
+    def __init__(
+        self, run_id: str, namespace: str, tree: str, spec: dict[str, Any], deadline: float, rec: Recorder
+    ) -> None:
+        self.run_id = run_id
+        self.namespace = namespace
+        self.tree = tree
+        self.spec = spec
+        self.agents = {a["name"]: a for a in spec["agents"]}
+        self.deadline = deadline
+        self.rec = rec
+        self.tokens = 0
+        self.tool_calls = 0
+
+    def remaining(self, floor: float = 1.0) -> timedelta:
+        return timedelta(seconds=max(floor, self.deadline - workflow.now().timestamp()))
+
+    # --- supervision -------------------------------------------------------------------------
+
+    async def supervise(
+        self,
+        node: str,
+        user_input: str,
+        context: dict[str, Any],
+        plan: dict[str, Any] | None,
+        max_steps: int,
+        *,
+        budgets: dict[str, Any] | None = None,
+        progress: dict[str, Any] | None = None,
+    ) -> tuple[policy.SupervisorState, policy.Finish]:
+        """The policy loop of ``node`` over its children; every decision comes from agent_tree.policy."""
+        state = policy.start(self.agents[node].get("children") or [], max_steps, context, plan)
+        while isinstance(decision := policy.decide(state), policy.Route):
+            if workflow.now().timestamp() >= self.deadline:
+                last = state.handoffs[-1] if state.handoffs else {}
+                return state, policy.Finish(
+                    "failed", "the run timed out before an agent answered", last.get("from_agent"), {}
+                )
+            if progress is not None:
+                progress["currentAgent"] = decision.agent
+            self.rec.emit("agent_start", decision.agent, agent=decision.agent, input=user_input)
+            handoff = await self.child_turn(
+                decision.agent,
+                user_input,
+                decision.context,
+                plan=state.plan,
+                step=decision.step,
+                max_steps=max_steps,
+                to_agent=node,
+            )
+            handoff = {**handoff, "to_agent": node}
+            self.rec.emit(
+                "agent_end", decision.agent, agent=decision.agent, status=handoff["status"], summary=handoff["summary"]
+            )
+            self.rec.emit(
+                "handoff",
+                decision.agent,
+                agent=handoff["from_agent"],
+                to_agent=node,
+                status=handoff["status"],
+                summary=handoff["summary"],
+                payload=handoff["payload"],
+            )
+            state = policy.observe(state, handoff)
+            traces = handoff.get("traces") or {}
+            self.tokens += int(traces.get("token_usage") or 0)
+            self.tool_calls += len(traces.get("tool_calls") or [])
+            if progress is not None:
+                progress.update(steps=state.steps, tokenUsage=self.tokens)
+            over = self.over_budget(budgets)
+            if over and policy.decide(state).__class__ is policy.Route:
+                return state, policy.Finish("failed", over, handoff["from_agent"], dict(handoff.get("payload") or {}))
+        return state, decision
+
+    def over_budget(self, budgets: dict[str, Any] | None) -> str | None:
+        budgets = budgets or {}
+        if budgets.get("maxTokens") and self.tokens > budgets["maxTokens"]:
+            return f"token budget exceeded: {self.tokens} tokens used, budgets.maxTokens is {budgets['maxTokens']}"
+        if budgets.get("maxToolCalls") and self.tool_calls > budgets["maxToolCalls"]:
+            return (
+                f"tool call budget exceeded: {self.tool_calls} calls, budgets.maxToolCalls is {budgets['maxToolCalls']}"
+            )
+        return None
+
+    async def child_turn(
+        self,
+        agent: str,
+        user_input: str,
+        context: dict[str, Any],
+        *,
+        plan: dict[str, Any] | None = None,
+        step: int = 0,
+        max_steps: int = 10,
+        to_agent: str = "supervisor",
+        as_tool: bool = False,
+    ) -> dict[str, Any]:
+        """Run ``agent``'s turn as an AgentWorkflow on its own task queue; returns its handoff."""
+        ord_ = self.rec.next_ord()
+        steps = self.rec.take()
+        turn = t.TurnInput(
+            run_id=self.run_id,
+            namespace=self.namespace,
+            tree=self.tree,
+            spec=self.spec,
+            agent=agent,
+            input=user_input,
+            context=context,
+            ord=ord_,
+            plan=plan,
+            step=step,
+            max_steps=max_steps,
+            to_agent=to_agent,
+            as_tool=as_tool,
+            deadline=self.deadline,
+            steps=steps,
+        )
+        try:
+            result = await workflow.execute_child_workflow(
+                AgentWorkflow.run,
+                turn,
+                id=f"{self.run_id}.{'.'.join(map(str, ord_))}.{agent}",
+                task_queue=naming.task_queue(self.namespace, self.tree, agent),
+                execution_timeout=self.remaining(),
+                result_type=t.TurnResult,
+            )
+        except ChildWorkflowError as exc:
+            _unless_cancelled(exc)
+            self.rec.give_back(steps)
+            return _failed(agent, to_agent, f"the turn of agent {agent!r} did not complete: {_cause(exc)}")
+        self.rec.pending.extend(result.steps)
+        return result.handoff
+
+    # --- activities ----------------------------------------------------------------------------
+
+    async def plan(self, user_input: str, agent: str | None) -> dict[str, Any] | None:
+        """The tree's planner (entrypoint), or the routing answer of a model supervisor ``agent``;
+        records the plan as a reasoning step of ``agent`` (or the root)."""
+        planned = await self._plan(user_input, agent)
+        if planned is not None:
+            who = agent or self.spec["root"]
+            self.rec.emit("reasoning", who, agent=who, thought=planned["thought"])
+            return planned["plan"]
+        return None
+
+    async def _plan(self, user_input: str, agent: str | None) -> dict[str, Any] | None:
+        steps = self.rec.take()
+        try:
+            return await workflow.execute_activity(
+                t.PLAN,
+                t.PlanInput(self.run_id, self.spec, user_input, steps, agent),
+                start_to_close_timeout=timedelta(seconds=150),
+                schedule_to_close_timeout=self.remaining(),
+                retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10)),
+                result_type=dict,
+            )
+        except ActivityError as exc:
+            _unless_cancelled(exc)
+            self.rec.give_back(steps)
+            plan = {"error": f"planner failed: {_cause(exc)}"}
+            return {"plan": plan, "thought": f"plan: {json.dumps(plan, ensure_ascii=False)}"}
+
+    async def python_turn(self, turn: t.TurnInput) -> dict[str, Any]:
+        steps = self.rec.take()
+        try:
+            return await workflow.execute_activity(
+                t.PYTHON_TURN,
+                t.PythonTurnInput(
+                    run_id=self.run_id,
+                    spec=self.spec,
+                    agent=turn.agent,
+                    input=turn.input,
+                    context=turn.context,
+                    ord=self.rec.next_ord(),
+                    plan=turn.plan,
+                    step=turn.step,
+                    max_steps=turn.max_steps,
+                    to_agent=turn.to_agent,
+                    quiet=turn.as_tool,
+                    steps=steps,
+                ),
+                start_to_close_timeout=self.remaining(),
+                heartbeat_timeout=HEARTBEAT,
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=0.5), maximum_interval=timedelta(seconds=5)
+                ),
+                result_type=dict,
+            )
+        except ActivityError as exc:
+            _unless_cancelled(exc)
+            self.rec.give_back(steps)
+            return _failed(turn.agent, turn.to_agent, f"the turn of agent {turn.agent!r} failed: {_cause(exc)}")
+
+    async def chat(self, turn: t.TurnInput) -> dict[str, Any]:
+        """A model agent's turn: the pure chat loop, each model and tool call an activity."""
+        agent = self.agents[turn.agent]
+        state = chat.start(agent, turn.input, turn.context)
+        while not isinstance(action := chat.next_action(state), chat.Done):
+            if isinstance(action, chat.CallModel):
+                steps = self.rec.take()
+                try:
+                    response = await workflow.execute_activity(
+                        t.MODEL_CALL,
+                        t.ModelCallInput(self.run_id, self.spec, turn.agent, list(state.messages), False, steps),
+                        start_to_close_timeout=timedelta(seconds=150),
+                        schedule_to_close_timeout=self.remaining(),
+                        retry_policy=RetryPolicy(maximum_attempts=4, maximum_interval=timedelta(seconds=10)),
+                        result_type=dict,
+                    )
+                except ActivityError as exc:
+                    _unless_cancelled(exc)
+                    self.rec.give_back(steps)
+                    return _failed(
+                        turn.agent,
+                        turn.to_agent,
+                        f"model call of agent {turn.agent!r} failed: {_cause(exc)}",
+                    )
+                seen = len(state.reasoning)
+                state = chat.observe_model(state, response)
+                if not turn.as_tool:
+                    for thought in state.reasoning[seen:]:
+                        self.rec.emit("reasoning", turn.agent, agent=turn.agent, thought=thought)
+                    self.rec.emit(
+                        "model_usage",
+                        turn.agent,
+                        agent=turn.agent,
+                        model=response.get("model"),
+                        **(response.get("usage") or {}),
+                    )
+                continue
+            for call in action.calls:
+                state = chat.observe_tool(state, call, await self.tool(agent, call, turn.as_tool))
+        return {
+            "from_agent": turn.agent,
+            "to_agent": turn.to_agent,
+            "status": action.status,
+            "summary": action.summary,
+            "payload": action.payload,
+            "artifacts": [],
+            "traces": state.traces(),
+        }
+
+    async def tool(self, agent: dict[str, Any], call: chat.ToolCall, quiet: bool) -> dict[str, Any]:
+        spec = next((x for x in agent.get("tools") or [] if x["name"] == call.name), None)
+        if call.error is not None or spec is None:
+            result = chat.error_result(call)
+            if not quiet:
+                self.rec.emit("tool_start", agent["name"], tool=call.name, args=call.args)
+                self.rec.emit("tool_end", agent["name"], tool=call.name, status="error", output=None, error=call.error)
+            return result
+        if spec.get("agent"):
+            if not quiet:
+                self.rec.emit("tool_start", agent["name"], tool=call.name, args=call.args)
+            args = dict(call.args)
+            handoff = await self.child_turn(spec["agent"], str(args.pop("input", "")), args, as_tool=True)
+            result = {"tool_name": call.name, "output": handoff, "status": "ok", "error": None, "duration_ms": None}
+            if not quiet:
+                self.rec.emit("tool_end", agent["name"], tool=call.name, status="ok", output=handoff, error=None)
+            return result
+        ord_start, ord_end = self.rec.next_ord(), self.rec.next_ord()
+        steps = self.rec.take()
+        try:
+            return await workflow.execute_activity(
+                t.TOOL_CALL,
+                t.ToolCallInput(
+                    self.run_id, self.spec, agent["name"], call.name, call.args, ord_start, ord_end, quiet, steps
+                ),
+                start_to_close_timeout=timedelta(seconds=int(spec.get("timeoutSeconds") or 60) + 15),
+                schedule_to_close_timeout=self.remaining(),
+                heartbeat_timeout=HEARTBEAT,
+                retry_policy=RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=0.5)),
+                result_type=dict,
+            )
+        except ActivityError as exc:
+            _unless_cancelled(exc)
+            self.rec.give_back(steps)
+            error = f"tool {call.name!r} did not complete: {_cause(exc)}"
+            if not quiet:
+                for kind, ord_, data in (
+                    ("tool_start", ord_start, {"tool": call.name, "args": call.args}),
+                    ("tool_end", ord_end, {"tool": call.name, "status": "error", "output": None, "error": error}),
+                ):
+                    self.rec.pending.append(
+                        {
+                            "ord": ord_,
+                            "type": kind,
+                            "agent": agent["name"],
+                            "data": {"type": kind, **data},
+                            "ts": workflow.now().isoformat(),
+                        }
+                    )
+            return {"tool_name": call.name, "output": None, "status": "error", "error": error, "duration_ms": None}
+
+    async def history(self, name: str, arg: Any) -> None:
+        """A history write that must happen: retried until PostgreSQL answers."""
+        await workflow.execute_activity(
+            name,
+            arg,
+            start_to_close_timeout=timedelta(seconds=60),
+            schedule_to_close_timeout=timedelta(hours=1),
+            retry_policy=HISTORY_RETRY,
+        )
+
+
+def _spec_problem(spec: dict[str, Any]) -> str | None:
+    try:
+        AgentTreeSpec.model_validate(spec)
+    except ValidationError as exc:
+        return f"the tree spec in the run input is invalid: {exc.errors(include_url=False)[0].get('msg')}"
+    return None
+
+
+@workflow.defn(name="AgentRunWorkflow")
+class AgentRunWorkflow:
+    """One AgentRun: plan (optional), then route through the root's children until one answers."""
+
+    def __init__(self) -> None:
+        self._progress: dict[str, Any] = {
+            "phase": "Pending",
+            "currentAgent": None,
+            "steps": 0,
+            "tokenUsage": 0,
+            "plan": None,
+        }
+
+    @workflow.query(name="progress")
+    def progress(self) -> dict[str, Any]:
+        """``{phase, currentAgent, steps, tokenUsage, plan}``: for followers when Redis is away."""
+        return dict(self._progress)
+
+    @workflow.run
+    async def run(self, inp: t.RunInput) -> dict[str, Any]:
+        run_id = workflow.info().workflow_id
+        root = inp.spec.get("root", "")
+        ex = Executor(
+            run_id, inp.namespace, inp.tree, inp.spec, workflow.now().timestamp() + inp.timeout_seconds, Recorder([])
+        )
+        ex.rec.emit("agent_start", root, agent=root, input=inp.input)
+        self._progress.update(phase="Running", currentAgent=root)
+        await ex.history(
+            t.START_RUN,
+            t.StartRunInput(
+                {
+                    "workflow_id": run_id,
+                    "run_id": workflow.info().run_id,
+                    "namespace": inp.namespace,
+                    "name": inp.name,
+                    "uid": inp.uid,
+                    "tree": inp.tree,
+                    "revision": inp.revision,
+                    "root": root,
+                    "input": inp.input,
+                    "context": inp.context,
+                    "started_at": workflow.now().isoformat(),
+                },
+                ex.rec.take(),
+            ),
+        )
+        plan: dict[str, Any] | None = None
+        try:
+            state, decision, plan = await self._run(ex, inp, root)
+            result = {
+                "answer": decision.answer,
+                "status": decision.status,
+                "final_agent": decision.final_agent,
+                "payload": decision.payload,
+                "plan": state.plan,
+                "steps": state.steps,
+                "token_usage": ex.tokens,
+            }
+        except asyncio.CancelledError:
+            result = self._result("cancelled", "the run was cancelled", ex, plan)
+            await self._finish(ex, inp, root, result)
+            raise
+        except Exception as exc:  # a bug must end the run, never leave it stuck retrying a workflow task
+            workflow.logger.exception("run %s failed", run_id)
+            result = self._result("failed", f"internal error: {type(exc).__name__}: {exc}", ex, plan)
+        await self._finish(ex, inp, root, result)
+        return result
+
+    def _result(self, status: str, answer: str, ex: Executor, plan: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "answer": answer,
+            "status": status,
+            "final_agent": None,
+            "payload": {},
+            "plan": plan,
+            "steps": self._progress["steps"],
+            "token_usage": ex.tokens,
+        }
+
+    async def _run(self, ex: Executor, inp: t.RunInput, root: str) -> tuple[policy.SupervisorState, policy.Finish, Any]:
+        max_steps = inp.max_steps or int(inp.spec.get("maxSteps") or 10)
+        problem = _spec_problem(inp.spec)
+        if problem is None and len(inp.input) > MAX_INPUT_CHARS:
+            problem = f"the input is {len(inp.input)} characters; the limit is {MAX_INPUT_CHARS} (AgentRun spec.input)"
+        if problem is None and max_steps < 1:
+            problem = f"maxSteps must be at least 1, got {max_steps}"
+        if problem is not None:
+            state = policy.SupervisorState(route=(), max_steps=max(1, max_steps))
+            return state, policy.Finish("failed", problem, None, {}), None
+        root_spec = ex.agents[root]
+        plan = None
+        if inp.spec.get("planner"):
+            plan = await ex.plan(inp.input, None)
+        elif root_spec.get("model") and root_spec.get("children"):
+            plan = await ex.plan(inp.input, root)
+        self._progress["plan"] = plan
+        state, decision = await ex.supervise(
+            root, inp.input, inp.context, plan, max_steps, budgets=inp.budgets, progress=self._progress
+        )
+        return state, decision, plan
+
+    async def _finish(self, ex: Executor, inp: t.RunInput, root: str, result: dict[str, Any]) -> None:
+        ex.rec.emit("agent_end", root, agent=root, status=result["status"], summary=result["answer"])
+        result.update(tree_revision=inp.revision, workflow_id=ex.run_id)
+        self._progress.update(
+            phase={"completed": "Succeeded", "cancelled": "Cancelled"}.get(result["status"], "Failed"),
+            currentAgent=None,
+            steps=result["steps"],
+            tokenUsage=result["token_usage"],
+        )
+        await ex.history(t.FINISH_RUN, t.FinishRunInput(ex.run_id, result, ex.rec.take()))
+
+
+@workflow.defn(name="AgentWorkflow")
+class AgentWorkflow:
+    """One turn of one agent, on that agent's task queue."""
+
+    @workflow.run
+    async def run(self, turn: t.TurnInput) -> t.TurnResult:
+        ex = Executor(
+            turn.run_id,
+            turn.namespace,
+            turn.tree,
+            turn.spec,
+            turn.deadline or workflow.now().timestamp() + 3600,
+            Recorder(turn.ord, turn.steps),
+        )
+        try:
+            handoff = await self._turn(ex, turn)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            workflow.logger.exception("turn of %s failed", turn.agent)
+            handoff = _failed(turn.agent, turn.to_agent, f"internal error in the turn of {turn.agent!r}: {exc}")
+        return t.TurnResult(handoff, ex.rec.take())
+
+    async def _turn(self, ex: Executor, turn: t.TurnInput) -> dict[str, Any]:
+        agent = ex.agents.get(turn.agent)
+        if agent is None:
+            return _failed(turn.agent, turn.to_agent, f"the tree has no agent {turn.agent!r}")
+        if agent.get("entrypoint"):
+            return await ex.python_turn(turn)
+        if agent.get("children"):
+            plan = None
+            if agent.get("model"):
+                plan = await ex.plan(turn.input, turn.agent)
+            _, decision = await ex.supervise(turn.agent, turn.input, dict(turn.context), plan, turn.max_steps)
+            status = "ok" if decision.status == "completed" else "failed"
+            return {
+                "from_agent": turn.agent,
+                "to_agent": turn.to_agent,
+                "status": status,
+                "summary": decision.answer,
+                "payload": decision.payload,
+                "artifacts": [],
+                "traces": _traces(),
+            }
+        if agent.get("model"):
+            return await ex.chat(turn)
+        return _failed(
+            turn.agent, turn.to_agent, f"agent {turn.agent!r} has no behaviour: set an entrypoint or a model"
+        )
