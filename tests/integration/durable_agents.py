@@ -1,0 +1,79 @@
+"""Agents and tools of the integration tests' trees (importable by worker processes via PYTHONPATH).
+
+``DURABLE_TEST_DIR`` names a folder where tools leave evidence of each execution, and where the
+kill test's gate lives: ``gated`` writes ``holding-<key>`` and waits until ``release-<key>`` exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from agent_tree import HandoffResult, RunContext
+
+
+def _dir() -> Path:
+    return Path(os.environ["DURABLE_TEST_DIR"])
+
+
+def _record(line: str) -> None:
+    with (_dir() / "executions.log").open("a") as f:
+        f.write(line + "\n")
+
+
+async def ledger_step(step: str, key: str) -> dict[str, Any]:
+    """A tool with a side effect: one line in executions.log per completed execution."""
+    _record(f"{key} {step}")
+    return {"step": step, "ok": True}
+
+
+async def gated(step: str, key: str) -> dict[str, Any]:
+    """Holds until the test releases it (the kill test kills the worker while this waits)."""
+    (_dir() / f"holding-{key}").write_text(str(os.getpid()))
+    while not (_dir() / f"release-{key}").exists():  # noqa: ASYNC110 - the gate is a file another process writes
+        await asyncio.sleep(0.05)
+    _record(f"{key} {step}")
+    return {"step": step, "released": True}
+
+
+async def bookkeeper(ctx: RunContext) -> HandoffResult:
+    """Three ledger steps then a gated one; its answer lists what the tools returned."""
+    key = ctx.context.get("key", "k")
+    results = []
+    for name in ("debit", "credit", "reconcile"):
+        out = await ctx.call_tool("ledger_step", step=name, key=key)
+        results.append(out.output["step"])
+    held = await ctx.call_tool("gated", step="close", key=key)
+    results.append(held.output["step"])
+    await ctx.reason("all ledger steps done")
+    return ctx.ok(f"booked: {', '.join(results)}", {"steps": results})
+
+
+async def intake(ctx: RunContext) -> HandoffResult:
+    await ctx.reason("routing to the bookkeeper")
+    return ctx.needs_more_info("needs the bookkeeper", {"key": ctx.input.split()[-1]})
+
+
+def raises_tool(**kwargs: Any) -> Any:
+    raise RuntimeError("the ERP is on fire")
+
+
+def not_json_tool(**kwargs: Any) -> Any:
+    return {"when": {1, 2, 3}}
+
+
+def big_tool(size: int = 5 * 1024 * 1024) -> str:
+    """Returns ``size`` characters."""
+    return "x" * int(size)
+
+
+def lookup(invoice_id: str) -> dict[str, Any]:
+    """Look an invoice up."""
+    return {"invoice_id": invoice_id, "status": "rejected", "reason": "missing_po", "amount": 1200}
+
+
+def policy(topic: str) -> dict[str, Any]:
+    """Find the policy of a topic."""
+    return {"topic": topic, "id": "AP-7", "text": "Invoices above EUR 500 need a PO number."}
