@@ -10,6 +10,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+AUTO_PORT = -1  # AGENT_TREE_METRICS_PORT=auto: bind any free port and log it (pods sharing one host network)
+
 
 class SettingsError(ValueError):
     """An environment variable with a value that cannot be used; the message names the variable."""
@@ -34,7 +36,9 @@ class Settings:
                 raw = env.get(f.name.upper())
             if raw is None or raw == "":
                 continue
-            if f.type in ("int", int):
+            if f.name == "metrics_port" and raw.strip().lower() == "auto":
+                values[f.name] = AUTO_PORT
+            elif f.type in ("int", int):
                 try:
                     values[f.name] = int(raw)
                 except ValueError:
@@ -42,6 +46,10 @@ class Settings:
             else:
                 values[f.name] = raw
         settings = cls(**values)  # type: ignore[arg-type]
-        if not 0 <= settings.metrics_port <= 65535:
-            raise SettingsError(f"AGENT_TREE_METRICS_PORT={settings.metrics_port} is outside 0..65535")
+        raw_port = env.get("AGENT_TREE_METRICS_PORT")
+        if settings.metrics_port != AUTO_PORT or (raw_port or "").strip().lower() != "auto":
+            if not 0 <= settings.metrics_port <= 65535:
+                raise SettingsError(
+                    f"AGENT_TREE_METRICS_PORT={settings.metrics_port} is outside 0..65535 (or 'auto' for any free port)"
+                )
         return settings

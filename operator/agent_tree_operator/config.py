@@ -16,10 +16,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent_tree.settings import Settings, SettingsError
+from agent_tree.settings import AUTO_PORT, Settings, SettingsError
 from agent_tree.spec import ResourceRequirements, format_errors
 
 FIELD_MANAGER = "agent-tree-operator"
+AUTOSCALER_FIELD_MANAGER = "agent-tree-autoscaler"  # owns spec.replicas of autoscaled worker Deployments
 FINALIZER = "agenttree.io/operator"
 KOPF_PREFIX = "kopf.agenttree.io"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -48,6 +49,10 @@ class OperatorConfig:
         api_threads: threads for Kubernetes API calls (the client is synchronous).
         answer_max_chars: ``status.answer`` is cut to this many characters.
         status_max_bytes: ``status.result`` / ``status.plan`` larger than this (JSON) are replaced by a note.
+        worker_metrics_port: the metrics port the operator gives workers (``AGENT_TREE_METRICS_PORT`` and a
+            ``containerPort`` named ``metrics``); 0 = workers serve no metrics; ``AUTO_PORT`` (``auto``) =
+            each worker binds a free port and logs it (for pods sharing one host network, as locally).
+        autoscale_interval: seconds between two backlog polls of a tree with autoscaled agents.
     """
 
     settings: Settings = field(default_factory=Settings)
@@ -63,6 +68,8 @@ class OperatorConfig:
     api_threads: int = 16
     answer_max_chars: int = 1024
     status_max_bytes: int = 4096
+    worker_metrics_port: int = 9090
+    autoscale_interval: float = 5.0
 
     @property
     def status_interval(self) -> float:
@@ -109,6 +116,12 @@ class OperatorConfig:
                     f'AGENT_TREE_WORKER_RESOURCES: expected JSON {{"requests": {{...}}, "limits": {{...}}}}: {detail}'
                 ) from None
             resources = {k: v for k, v in parsed.model_dump().items() if v} or None
+        raw_port = text("WORKER_METRICS_PORT", None)
+        worker_metrics_port = (
+            AUTO_PORT
+            if raw_port is not None and raw_port.lower() == "auto"
+            else number("WORKER_METRICS_PORT", cls.worker_metrics_port, 0, 65535)
+        )
         policy = text("WORKER_IMAGE_PULL_POLICY", cls.worker_image_pull_policy)
         if policy not in _PULL_POLICIES:
             raise ConfigError(
@@ -128,6 +141,8 @@ class OperatorConfig:
             api_threads=number("API_THREADS", cls.api_threads, 1, 256),
             answer_max_chars=number("ANSWER_MAX_CHARS", cls.answer_max_chars, 16, 65536),
             status_max_bytes=number("STATUS_MAX_BYTES", cls.status_max_bytes, 256, 262144),
+            worker_metrics_port=worker_metrics_port,
+            autoscale_interval=float(number("AUTOSCALE_INTERVAL_SECONDS", int(cls.autoscale_interval), 1, 3600)),
         )
 
     def worker_env(self) -> list[dict[str, str]]:
@@ -141,4 +156,7 @@ class OperatorConfig:
             env.append({"name": "AGENT_TREE_DATABASE_URL", "value": s.database_url})
         if s.redis_url:
             env.append({"name": "AGENT_TREE_REDIS_URL", "value": s.redis_url})
+        if self.worker_metrics_port:
+            port = "auto" if self.worker_metrics_port == AUTO_PORT else str(self.worker_metrics_port)
+            env.append({"name": "AGENT_TREE_METRICS_PORT", "value": port})
         return env

@@ -41,6 +41,7 @@ IDLE_TICK = 1.0  # how often an idle follower re-checks the cancel annotation an
 TREE_RECHECK = 5.0  # a Pending run re-checks its deadline and the cancel annotation this often
 TEMPORAL_CALLS = ("describe the workflow", "start the workflow")
 RETRY = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0)
+KIND = "AgentRun"
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class RunFollower:
         self.name: str = meta["name"]
         self.uid: str = meta["uid"]
         self.spec: dict[str, Any] = plain(body.get("spec") or {})
+        self.tree: str = (self.spec.get("treeRef") or {}).get("name", "")
         self.workflow_id = naming.workflow_id(self.namespace, self.name, self.uid)
         self.written: dict[str, Any] = plain(body.get("status") or {})
         self.live = LiveRun.from_status(self.written)
@@ -74,10 +76,18 @@ class RunFollower:
         metrics.RUNS_FOLLOWED.inc()
         try:
             if not self.live.final:
-                await self._drive()
+                metrics.RUNS_ACTIVE.inc()
+                try:
+                    await self._drive()
+                finally:
+                    metrics.RUNS_ACTIVE.dec()
+                    self.ctx.activity.drop(self.uid)
             await self._expire()
         except Stopped:
             self.logger.debug("follower of %s/%s stopped", self.namespace, self.name)
+        except Exception:
+            metrics.RECONCILES.labels(KIND, "error").inc()
+            raise
         finally:
             self.ctx.followed -= 1
             metrics.RUNS_FOLLOWED.dec()
@@ -88,7 +98,9 @@ class RunFollower:
             if not await self._start():
                 return
         else:
+            metrics.RECONCILES.labels(KIND, "resumed").inc()
             self.live.running(self.workflow_id, described.revision, None, self._started_at())
+            self._track()
             # The stream is replayed from its start: do not announce again the handoffs an earlier
             # operator process already posted as Events.
             self.announced = self.live.steps
@@ -152,9 +164,16 @@ class RunFollower:
             await self._finish(Outcome(phase="Failed", reason="InvalidInput", message=str(exc)))
             return False
         queue = naming.task_queue(self.namespace, tree_name, spec.root)
-        await self._retrying("start the workflow", lambda: self.ctx.temporal.start_run(self.workflow_id, queue, run))
+        with metrics.reconcile_timer(KIND):
+            # Pre-warm: a root agent scaled to zero gets a worker now, not at the next backlog poll.
+            await self.ctx.autoscaler.prewarm(self.namespace, tree_name, spec.root)
+            await self._retrying(
+                "start the workflow", lambda: self.ctx.temporal.start_run(self.workflow_id, queue, run)
+            )
         metrics.RUNS_STARTED.inc()
+        metrics.RECONCILES.labels(KIND, "started").inc()
         self.live.running(self.workflow_id, revision, spec.root, now_iso())
+        self._track()
         self._event(
             K8sEvent(
                 "Normal",
@@ -215,8 +234,12 @@ class RunFollower:
                         self._apply_step(*sub.queue.get_nowait())
                 if not hub.available and loop.time() >= next_poll:
                     next_poll = loop.time() + self.coalescer.interval
+                    before = self.live.current_agent
                     for event in self.live.apply_progress(await self.ctx.temporal.progress(handle)):
                         self._event(event)
+                    if self.live.current_agent != before:
+                        self.ctx.autoscaler.prewarm_soon(self.namespace, self.tree, self.live.current_agent)
+                    self._track()
                 await self._write(final=False)
                 if sub is not None and getter is None:
                     getter = asyncio.ensure_future(sub.queue.get())
@@ -262,10 +285,19 @@ class RunFollower:
     def _apply_step(self, entry_id: str, step: Mapping[str, Any]) -> None:
         if step.get("type") == "run_end":
             return  # the result comes from the workflow itself
-        for event in self.live.apply_event(step_event(dict(step)), entry_id):
+        event_ = step_event(dict(step))
+        for event in self.live.apply_event(event_, entry_id):
             if event.reason == "Handoff" and self.live.handoffs <= self.announced:
                 continue
             self._event(event)
+        if event_.get("type") == "agent_start":
+            # A turn of this agent is queued: give it a worker now if it is scaled to zero.
+            self.ctx.autoscaler.prewarm_soon(self.namespace, self.tree, event_.get("agent"))
+            self._track()
+
+    def _track(self) -> None:
+        """Tell the autoscaler where this run is (an agent with a run in progress is not idle)."""
+        self.ctx.activity.set(self.uid, self.namespace, self.tree, self.live.current_agent)
 
     async def _finish(self, outcome: Outcome) -> None:
         now = now_iso()
@@ -277,7 +309,13 @@ class RunFollower:
             )
         # The Event first: once the final status lands, kopf stops this daemon.
         self._event(event)
+        self.ctx.activity.drop(self.uid)
         metrics.RUNS_FINISHED.labels(self.live.phase).inc()
+        metrics.RECONCILES.labels(KIND, "finished").inc()
+        created = parse_iso(self.body["metadata"].get("creationTimestamp"))
+        if created is not None:
+            seconds = (dt.datetime.now(dt.UTC) - created).total_seconds()
+            metrics.RUN_SECONDS.labels(self.live.phase).observe(max(0.0, seconds))
         await self._write(final=True)
 
     # --- TTL ---------------------------------------------------------------------------------------

@@ -63,7 +63,9 @@ class Operator:
 
     def start(self) -> None:
         env = self.platform.process_env()
-        env.update({"AGENT_TREE_HEALTH_PORT": str(self.port), "PYTHONUNBUFFERED": "1"})
+        # Worker pods share this host's network: each binds a free metrics port instead of 9090.
+        env.update({"AGENT_TREE_HEALTH_PORT": str(self.port), "PYTHONUNBUFFERED": "1",
+                    "AGENT_TREE_WORKER_METRICS_PORT": "auto"})  # fmt: skip
         env.pop("AGENT_TREE_WATCH_NAMESPACE", None)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(

@@ -52,6 +52,13 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "networkpolicy": {"networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {}}]}},
     "connections": CONNECTIONS,
     "no-crds-no-metrics": {"crds": {"install": False}, "operator": {"metricsPort": 0}},
+    "observability": {
+        "metrics": {
+            "serviceMonitor": {"enabled": True},
+            "podMonitor": {"enabled": True, "labels": {"release": "prom"}},
+            "dashboard": {"enabled": True, "namespace": "monitoring"},
+        }
+    },
     "everything": {
         **NAMESPACED,
         **CONNECTIONS,
@@ -155,6 +162,10 @@ def test_rendered_objects_are_valid_kubernetes_objects(helm: str, tmp_path: Path
         if doc["kind"] == "ServiceMonitor":  # a CRD kind the client does not model: check the essentials
             assert doc["apiVersion"] == "monitoring.coreos.com/v1"
             assert set(doc["spec"]) == {"namespaceSelector", "selector", "endpoints"}
+            continue
+        if doc["kind"] == "PodMonitor":
+            assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+            assert set(doc["spec"]) == {"namespaceSelector", "selector", "podMetricsEndpoints"}
             continue
         model, back = model_roundtrip(doc)
         if back != doc:
@@ -460,3 +471,108 @@ def test_network_policy(helm: str, tmp_path: Path) -> None:
         (5432, "TCP"),
         (6379, "TCP"),
     }
+
+
+# --- workers' metrics, PodMonitor, Grafana dashboard -------------------------------------------------
+
+
+def test_worker_metrics_port_and_autoscale_interval_reach_the_operator(helm: str, tmp_path: Path) -> None:
+    env = env_of(operator_pod(render(helm, tmp_path))["spec"]["containers"][0])
+    assert env["AGENT_TREE_WORKER_METRICS_PORT"] == "9090"
+    assert env["AGENT_TREE_AUTOSCALE_INTERVAL_SECONDS"] == "5"
+    values = {"workers": {"metricsPort": 0}, "operator": {"autoscaleIntervalSeconds": 2}}
+    env = env_of(operator_pod(render(helm, tmp_path, values))["spec"]["containers"][0])
+    assert env["AGENT_TREE_WORKER_METRICS_PORT"] == "0" and env["AGENT_TREE_AUTOSCALE_INTERVAL_SECONDS"] == "2"
+    for bad in ({"workers": {"metricsPort": "auto"}}, {"operator": {"autoscaleIntervalSeconds": 0}}):
+        proc = run_helm(helm, "template", "x", str(CHART), "--kube-version", KUBE_VERSION, values=bad, tmp=tmp_path)
+        assert proc.returncode != 0 and "values don't meet the specifications of the schema" in proc.stderr
+
+
+def test_pod_monitor_scrapes_the_operators_worker_pods(helm: str, tmp_path: Path) -> None:
+    from agent_tree_operator.resources.deployments import METRICS_PORT_NAME
+
+    from agent_tree import naming
+
+    assert not find(render(helm, tmp_path), "PodMonitor")
+    monitor = one(render(helm, tmp_path, VALUE_SETS["observability"]), "PodMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    labels = naming.worker_labels("t", "a")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= labels.items()  # it selects exactly the pods the operator creates
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == METRICS_PORT_NAME and endpoint["path"] == "/metrics"
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}  # cluster-wide operator
+    namespaced = render(helm, tmp_path, {**NAMESPACED, "metrics": {"podMonitor": {"enabled": True}}})
+    assert one(namespaced, "PodMonitor")["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
+    values = {"metrics": {"podMonitor": {"enabled": True}}, "workers": {"metricsPort": 0}}
+    proc = run_helm(helm, "template", "x", str(CHART), "--kube-version", KUBE_VERSION, values=values, tmp=tmp_path)
+    assert proc.returncode != 0 and "metrics.podMonitor.enabled needs workers.metricsPort > 0" in proc.stderr
+
+
+def test_servicemonitor_keeps_the_autoscalers_namespace_label(helm: str, tmp_path: Path) -> None:
+    monitor = one(render(helm, tmp_path, VALUE_SETS["servicemonitor"]), "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
+
+
+def defined_metric_names() -> set[str]:
+    """Every series name the operator and the workers export (counters with _total, histograms' parts)."""
+    import agent_tree_operator.metrics as operator_metrics
+    import agent_tree_worker.metrics as worker_metrics
+    from prometheus_client.metrics import MetricWrapperBase
+
+    names = set()
+    for module in (operator_metrics, worker_metrics):
+        for value in vars(module).values():
+            if isinstance(value, MetricWrapperBase):
+                for metric in value.collect():
+                    base = metric.name
+                    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}.get(metric.type, [""])
+                    names.update(base + s for s in suffixes)
+    names.add(f"{worker_metrics.REPAIRS}_total")
+    names.add(f"{worker_metrics.REPAIR_FAILURES}_total")
+    return names
+
+
+def test_dashboard_configmap_holds_the_dashboard_and_queries_only_real_metrics(helm: str, tmp_path: Path) -> None:
+    import re
+
+    assert not find(render(helm, tmp_path), "ConfigMap")
+    config_map = one(render(helm, tmp_path, VALUE_SETS["observability"]), "ConfigMap", name="agent-tree-dashboard")
+    assert config_map["metadata"]["namespace"] == "monitoring"
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"  # what Grafana's sidecar looks for
+    dashboard = json.loads(config_map["data"]["agent-tree.json"])
+    assert dashboard == json.loads((CHART / "files" / "dashboards" / "agent-tree.json").read_text())
+    assert dashboard["uid"] == "agent-tree" and dashboard["title"] == "agent-tree"
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert len(panels) >= 20
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    known = defined_metric_names()
+    used = set()
+    for panel in panels:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            for name in re.findall(r"\b((?:agent_tree|temporal)_[a-z_]+)\b", target["expr"]):
+                used.add(name)
+                if name.startswith("agent_tree_"):
+                    assert name in known, f"panel {panel['title']!r} queries {name}, which nothing exports"
+    # Every headline metric of the issue has a panel.
+    for name in (
+        "agent_tree_operator_reconciles_total",
+        "agent_tree_operator_reconcile_duration_seconds_bucket",
+        "agent_tree_operator_runs",
+        "agent_tree_operator_run_duration_seconds_bucket",
+        "agent_tree_operator_status_patches_total",
+        "agent_tree_operator_runs_active",
+        "agent_tree_autoscaler_backlog",
+        "agent_tree_worker_agent_turns_total",
+        "agent_tree_worker_model_call_duration_seconds_bucket",
+        "agent_tree_worker_model_tokens_total",
+        "agent_tree_worker_tool_call_duration_seconds_bucket",
+        "agent_tree_worker_tool_calls_total",
+        "agent_tree_worker_handoffs_total",
+        "agent_tree_worker_structured_output_repairs_total",
+        "agent_tree_worker_structured_output_failures_total",
+    ):
+        assert name in used, f"no panel shows {name}"
+    assert any(name.startswith("temporal_") for name in used)

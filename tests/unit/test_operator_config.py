@@ -40,7 +40,24 @@ def test_values_and_platform_fallbacks():
         "AGENT_TREE_TEMPORAL_ADDRESS",
         "AGENT_TREE_TEMPORAL_NAMESPACE",
         "AGENT_TREE_REDIS_URL",
+        "AGENT_TREE_METRICS_PORT",
     ]
+    assert config.worker_env()[-1]["value"] == "9090"  # the workers' default metrics port
+
+
+def test_worker_metrics_port_and_autoscale_interval():
+    from agent_tree.settings import AUTO_PORT
+
+    assert OperatorConfig.from_env({}).autoscale_interval == 5.0
+    assert OperatorConfig.from_env({"AGENT_TREE_AUTOSCALE_INTERVAL_SECONDS": "2"}).autoscale_interval == 2.0
+    off = OperatorConfig.from_env({"AGENT_TREE_WORKER_METRICS_PORT": "0"})
+    assert off.worker_metrics_port == 0
+    assert "AGENT_TREE_METRICS_PORT" not in {e["name"] for e in off.worker_env()}
+    auto = OperatorConfig.from_env({"AGENT_TREE_WORKER_METRICS_PORT": "auto"})
+    assert auto.worker_metrics_port == AUTO_PORT
+    assert {e["name"]: e["value"] for e in auto.worker_env()}["AGENT_TREE_METRICS_PORT"] == "auto"
+    # The operator's own port is a different setting; "auto" is accepted there too.
+    assert OperatorConfig.from_env({"AGENT_TREE_METRICS_PORT": "auto"}).settings.metrics_port == AUTO_PORT
 
 
 @pytest.mark.parametrize(
@@ -53,6 +70,9 @@ def test_values_and_platform_fallbacks():
         ({"AGENT_TREE_WORKER_RESOURCES": "{not json"}, "AGENT_TREE_WORKER_RESOURCES"),
         ({"AGENT_TREE_WORKER_RESOURCES": '{"request": {}}'}, "AGENT_TREE_WORKER_RESOURCES"),
         ({"AGENT_TREE_METRICS_PORT": "x"}, "AGENT_TREE_METRICS_PORT"),
+        ({"AGENT_TREE_METRICS_PORT": "-1"}, "AGENT_TREE_METRICS_PORT"),
+        ({"AGENT_TREE_WORKER_METRICS_PORT": "70000"}, "AGENT_TREE_WORKER_METRICS_PORT"),
+        ({"AGENT_TREE_AUTOSCALE_INTERVAL_SECONDS": "0"}, "AGENT_TREE_AUTOSCALE_INTERVAL_SECONDS"),
     ],
 )
 def test_errors_name_the_variable(env, variable):

@@ -313,3 +313,52 @@ async def test_temporal_unavailable_keeps_the_run_pending_with_the_reason(monkey
     await until(lambda: ctx.kube.status["phase"] == "Running", "Running")
     ctx.temporal.result.set_result(Outcome(result=RESULT))
     await asyncio.wait_for(task, 5)
+
+
+class FakeAutoscaler:
+    """Records the pre-warm requests of the follower."""
+
+    def __init__(self) -> None:
+        self.prewarmed: list[tuple[str, str, str | None]] = []
+
+    async def prewarm(self, namespace, tree, agent):
+        self.prewarmed.append((namespace, tree, agent))
+        return True
+
+    def prewarm_soon(self, namespace, tree, agent):
+        self.prewarmed.append((namespace, tree, agent))
+
+
+async def test_prewarm_of_the_root_at_start_and_of_each_announced_child_and_run_activity():
+    from prometheus_client import REGISTRY
+
+    ctx, _body, _stopped, follower = make()
+    ctx.autoscaler = FakeAutoscaler()
+    finished = REGISTRY.get_sample_value("agent_tree_operator_runs_finished_total", {"phase": "Succeeded"}) or 0
+    durations = REGISTRY.get_sample_value("agent_tree_operator_run_duration_seconds_count", {"phase": "Succeeded"}) or 0
+    task = asyncio.create_task(follower.run())
+    await until(lambda: ctx.temporal.started and ctx.hub.subs, "the workflow start")
+    assert ctx.autoscaler.prewarmed == [(NS, "invoice", "sup")]  # the root, before its workflow starts
+    assert ctx.activity.active(NS, "invoice") == 1 and ctx.activity.in_progress(NS, "invoice", "sup") == 1
+    ctx.hub.push({"type": "agent_start", "agent": "a"})
+    await until(lambda: len(ctx.autoscaler.prewarmed) == 2, "the child's pre-warm")
+    assert ctx.autoscaler.prewarmed[-1] == (NS, "invoice", "a")
+    assert ctx.activity.in_progress(NS, "invoice", "a") == 1 and ctx.activity.in_progress(NS, "invoice", "sup") == 0
+    ctx.temporal.result.set_result(Outcome(result=RESULT))
+    await asyncio.wait_for(task, 5)
+    assert ctx.activity.active(NS, "invoice") == 0  # a finished run keeps no agent busy
+    assert REGISTRY.get_sample_value("agent_tree_operator_runs_finished_total", {"phase": "Succeeded"}) == finished + 1
+    assert (
+        REGISTRY.get_sample_value("agent_tree_operator_run_duration_seconds_count", {"phase": "Succeeded"})
+        == durations + 1
+    )
+
+
+async def test_progress_query_fallback_also_prewarms_the_current_agent():
+    ctx, _body, _stopped, follower = make(hub=False, interval_ms=100)
+    ctx.autoscaler = FakeAutoscaler()
+    ctx.temporal.snapshot = {"currentAgent": "a", "steps": 1}
+    task = asyncio.create_task(follower.run())
+    await until(lambda: (NS, "invoice", "a") in ctx.autoscaler.prewarmed, "the pre-warm from the progress query")
+    ctx.temporal.result.set_result(Outcome(result=RESULT))
+    await asyncio.wait_for(task, 5)

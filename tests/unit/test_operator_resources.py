@@ -168,3 +168,18 @@ def test_long_names_are_shortened_stably():
     dep = worker_deployment(namespace="ns", tree=name, tree_uid="u", agent="b" * 30, spec=spec, config=CONFIG)
     assert len(dep["metadata"]["name"]) <= 63
     assert dep["metadata"]["name"] == naming.deployment_name(name, "b" * 30)
+
+
+@pytest.mark.parametrize(
+    ("port", "env", "container_port"),
+    [(9090, "9090", 9090), (9100, "9100", 9100), (0, None, None), ("auto", "auto", None)],
+)
+def test_workers_get_the_metrics_port_and_a_named_container_port(port, env, container_port):
+    config = OperatorConfig.from_env({"AGENT_TREE_WORKER_METRICS_PORT": str(port)})
+    container = build("triage", config=config)["spec"]["template"]["spec"]["containers"][0]
+    values = {e["name"]: e.get("value") for e in container["env"]}
+    assert values.get("AGENT_TREE_METRICS_PORT") == env
+    if container_port is None:
+        assert "ports" not in container  # off, or a port chosen at start ("auto")
+    else:
+        assert container["ports"] == [{"name": "metrics", "containerPort": container_port, "protocol": "TCP"}]

@@ -58,7 +58,10 @@ def test_handlers_are_registered():
     registry = kopf.get_default_registry()
     ids = {h.id for h in registry._changing.get_all_handlers()}
     assert {"reconcile", "cancel"} <= ids
+    # Runs have a daemon (and so a finalizer while unfinished); trees have none: the autoscaler is one
+    # background task fed by tree events, so deleting a tree never waits for the operator.
     assert {h.id for h in registry._spawning.get_all_handlers()} == {"follow"}
+    assert {"phases", "autoscale"} <= {h.id for h in registry._watching.get_all_handlers()}
     assert {"agenttrees_idx", "workers_idx"} <= {h.id for h in registry._indexing.get_all_handlers()}
     assert operator_main.run  # importing main registered them
 

@@ -30,7 +30,7 @@ from agent_tree.orchestrator import make_plan, plan_thought
 from agent_tree.providers import openai_chat as chat
 from agent_tree.spec import AgentSpec, AgentTreeSpec
 from agent_tree_worker import inputs as t
-from agent_tree_worker import payloads
+from agent_tree_worker import metrics, payloads
 from agent_tree_worker.store import HistoryStore
 from agent_tree_worker.stream import StepStream
 
@@ -89,7 +89,14 @@ def find_node(compiled: CompiledTree, name: str) -> AgentNode | None:
 
 async def execute_tool(node: AgentNode, name: str, args: dict[str, Any], limit: float) -> ToolResult:
     """Run a tool of ``node``: sync tools in a thread (heartbeats go on), bounded by ``limit`` seconds,
-    and a result that is not JSON becomes an error."""
+    and a result that is not JSON becomes an error. Recorded in the tool metrics."""
+    began = time.perf_counter()
+    result = await _run_tool(node, name, args, limit)
+    metrics.record_tool(node.name, name, result.status, time.perf_counter() - began)
+    return result
+
+
+async def _run_tool(node: AgentNode, name: str, args: dict[str, Any], limit: float) -> ToolResult:
     tool = node.tools.get(name)
     started = time.perf_counter()
     try:
@@ -163,6 +170,7 @@ class Activities:
         if not steps:
             return
         stored = await self.store.write_steps(run_id, steps) if self.store else steps
+        metrics.record_steps(stored)
         await self.stream.publish(run_id, stored)
 
     def tree(self, spec: dict[str, Any]) -> tuple[AgentTreeSpec, CompiledTree]:
@@ -327,7 +335,9 @@ class Activities:
             else:
                 tools = chat.tool_definitions(agent)
             async with heartbeating():
-                response = await chat.call_model(agent, messages, tools, max_retries=0)
+                with metrics.model_call(agent.name, getattr(agent.model, "name", "") or "") as call:
+                    response = await chat.call_model(agent, messages, tools, max_retries=0)
+                    call.usage = response.get("usage") or {}
         except (chat.ModelConfigError, registry.EntrypointError) as exc:
             raise ApplicationError(str(exc), type="ModelConfigError", non_retryable=True) from None
         except Exception as exc:

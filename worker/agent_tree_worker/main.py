@@ -22,6 +22,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from agent_tree_worker import metrics
 from agent_tree_worker.activities import Activities
 from agent_tree_worker.config import WorkerConfig
 from agent_tree_worker.store import HistoryStore
@@ -78,9 +79,14 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event | None = None) ->
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
     stream = StepStream(settings.redis_url)
+    # Metrics: ours and the Temporal SDK's (bridged into the same registry) on one port.
+    runtime = metrics.temporal_runtime() if settings.metrics_port else None
+    port = metrics.serve(settings.metrics_port)
+    if port is not None:
+        print(f"agent-tree worker: metrics on port {port}", flush=True)
     client = await with_retries(
         f"connecting to Temporal at {settings.temporal_address}",
-        lambda: Client.connect(settings.temporal_address, namespace=settings.temporal_namespace),
+        lambda: Client.connect(settings.temporal_address, namespace=settings.temporal_namespace, runtime=runtime),
     )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -27,9 +27,13 @@ with workflow.unsafe.imports_passed_through():
     from agent_tree.providers import openai_chat as chat
     from agent_tree.spec import MAX_INPUT_CHARS, AgentTreeSpec
     from agent_tree_worker import inputs as t
+    from agent_tree_worker.metrics import REPAIR_FAILURES, REPAIRS
 
 HEARTBEAT = timedelta(seconds=8)
 HISTORY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=0.5), maximum_interval=timedelta(seconds=5))
+# Patch id (workflow.patched) of recording a turn's steps before the child turn starts; histories of
+# runs started before it replay without the extra local activity.
+RECORD_BEFORE_TURN = "record-steps-before-child-turn"
 
 
 def _cause(exc: BaseException) -> str:
@@ -194,6 +198,12 @@ class Executor:
         """Run ``agent``'s turn as an AgentWorkflow on its own task queue; returns its handoff."""
         ord_ = self.rec.next_ord()
         steps = self.rec.take()
+        if steps and workflow.patched(RECORD_BEFORE_TURN):
+            # Write the agent_start (and the previous turn's end) from THIS worker before the child is
+            # queued: followers see the turn at once, and the operator can pre-warm a child agent whose
+            # workers are scaled to zero (its own worker would only write them once it runs).
+            await self.record_now(steps)
+            steps = []
         turn = t.TurnInput(
             run_id=self.run_id,
             namespace=self.namespace,
@@ -311,8 +321,9 @@ class Executor:
                         turn.to_agent,
                         f"model call of agent {turn.agent!r} failed: {_cause(exc)}",
                     )
-                seen = len(state.reasoning)
+                seen, repairs = len(state.reasoning), state.repairs
                 state = chat.observe_model(state, response)
+                _count_output_checks(turn.agent, repairs, state)
                 if not turn.as_tool:
                     for thought in state.reasoning[seen:]:
                         self.rec.emit("reasoning", turn.agent, agent=turn.agent, thought=thought)
@@ -387,6 +398,16 @@ class Executor:
                     )
             return {"tool_name": call.name, "output": None, "status": "error", "error": error, "duration_ms": None}
 
+    async def record_now(self, steps: list[t.Step]) -> None:
+        """Write steps from this worker now (a local activity: no task queue round trip)."""
+        await workflow.execute_local_activity(
+            t.RECORD_STEPS,
+            t.StepsInput(self.run_id, steps),
+            start_to_close_timeout=timedelta(seconds=30),
+            schedule_to_close_timeout=timedelta(hours=1),
+            retry_policy=HISTORY_RETRY,
+        )
+
     async def history(self, name: str, arg: Any) -> None:
         """A history write that must happen: retried until PostgreSQL answers."""
         await workflow.execute_activity(
@@ -395,6 +416,20 @@ class Executor:
             start_to_close_timeout=timedelta(seconds=60),
             schedule_to_close_timeout=timedelta(hours=1),
             retry_policy=HISTORY_RETRY,
+        )
+
+
+def _count_output_checks(agent: str, repairs_before: int, state: chat.ChatState) -> None:
+    """Structured-output repairs and final failures, through the replay-safe workflow metric meter."""
+    meter = workflow.metric_meter()
+    if state.repairs > repairs_before:
+        meter.create_counter(REPAIRS, "Model replies that missed outputSchema and were sent back for repair.").add(
+            state.repairs - repairs_before, {"agent": agent}
+        )
+    done = state.done
+    if done is not None and done.status == "failed" and "validation_errors" in (done.payload or {}):
+        meter.create_counter(REPAIR_FAILURES, "Agent turns failed: output still invalid after the repairs.").add(
+            1, {"agent": agent}
         )
 
 

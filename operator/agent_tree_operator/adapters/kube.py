@@ -23,7 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from agent_tree import naming
 from agent_tree_operator import metrics
-from agent_tree_operator.config import FIELD_MANAGER
+from agent_tree_operator.config import AUTOSCALER_FIELD_MANAGER, FIELD_MANAGER
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,35 @@ class Kube:
         result = await self.call("PATCH", path, deployment, APPLY, {"fieldManager": FIELD_MANAGER, "force": "true"})
         metrics.API_WRITES.labels("deployment", "apply").inc()
         return result
+
+    async def scale_deployment(self, namespace: str, name: str, replicas: int) -> dict[str, Any]:
+        """Set ``spec.replicas`` by server-side apply under the autoscaler's own field manager.
+
+        The tree reconcile applies Deployments without ``replicas`` when an agent autoscales, so the two
+        managers never fight over the field; ``force`` takes it back from a manual ``kubectl scale``.
+        The apply names only the field it owns, so it never creates a Deployment: a missing one is a 404
+        or 422 (no selector/template), reported as a KubeError.
+        """
+        path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{quote(name)}"
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"replicas": int(replicas)},
+        }
+        result = await self.call(
+            "PATCH", path, body, APPLY, {"fieldManager": AUTOSCALER_FIELD_MANAGER, "force": "true"}
+        )
+        metrics.API_WRITES.labels("deployment", "scale").inc()
+        return result
+
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.call("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{quote(name)}")
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
 
     async def delete_deployment(self, namespace: str, name: str) -> bool:
         """Delete (background propagation); False when it was already gone."""

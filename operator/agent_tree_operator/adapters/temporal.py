@@ -18,6 +18,9 @@ from typing import Any
 
 from agent_tree_worker.client import RUN_WORKFLOW, TIMEOUT_GRACE_SECONDS
 from agent_tree_worker.inputs import RunInput
+from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import (
@@ -57,6 +60,17 @@ class Outcome:
     phase: str | None = None
     reason: str | None = None
     message: str | None = None
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Tasks waiting in one agent's task queue, workflow and activity types together."""
+
+    count: int = 0
+    age_seconds: float = 0.0  # of the oldest waiting task
+
+
+QUEUE_TYPES = (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)
 
 
 class TemporalUnavailable(RuntimeError):
@@ -167,3 +181,29 @@ class Temporal:
                 return False
             raise
         return True
+
+    async def backlog(self, task_queue: str) -> Backlog:
+        """The approximate backlog of ``task_queue`` (DescribeTaskQueue with ``report_stats``).
+
+        Both task types count: a child turn (``AgentWorkflow``) waits as a workflow task, a model or
+        tool call as an activity task. The server caches the stats for a few seconds
+        (``matching.TaskQueueInfoByBuildIdTTL``, 5 s by default) and excludes sticky queues; both are
+        fine for scaling decisions taken every few seconds.
+        """
+        client = await self.client()
+
+        async def one(kind: int) -> tuple[int, float]:
+            response = await client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=self.settings.temporal_namespace,
+                    task_queue=TaskQueue(name=task_queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
+                    task_queue_type=kind,
+                    report_stats=True,
+                ),
+                timeout=dt.timedelta(seconds=QUERY_TIMEOUT),
+            )
+            stats = response.stats
+            return int(stats.approximate_backlog_count), stats.approximate_backlog_age.ToTimedelta().total_seconds()
+
+        results = await asyncio.gather(*(one(kind) for kind in QUEUE_TYPES))
+        return Backlog(count=sum(c for c, _ in results), age_seconds=max(a for _, a in results))

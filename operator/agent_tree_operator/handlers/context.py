@@ -14,7 +14,9 @@ from typing import Any
 from agent_tree_operator.adapters.kube import Kube
 from agent_tree_operator.adapters.stream import StreamHub
 from agent_tree_operator.adapters.temporal import Temporal
+from agent_tree_operator.autoscaler import Autoscaler, RunActivity
 from agent_tree_operator.config import OperatorConfig
+from agent_tree_operator.metrics import RunPhases
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -54,3 +56,12 @@ class OperatorContext:
     trees: dict[Key, TreeMemory] = field(default_factory=lambda: defaultdict(TreeMemory))
     locks: dict[Key, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     followed: int = 0
+    activity: RunActivity = field(default_factory=RunActivity)
+    phases: RunPhases = field(default_factory=RunPhases)
+    autoscaler: Autoscaler | None = None
+
+    def __post_init__(self) -> None:
+        if self.autoscaler is None:
+            self.autoscaler = Autoscaler(
+                self.kube, self.temporal, self.activity, interval=self.config.autoscale_interval
+            )

@@ -64,6 +64,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **_: 
     ctx = memo.ctx
     configure(settings, ctx.config)
     ctx.hub.start()
+    ctx.autoscaler.start()
     scope = ", ".join(ctx.config.watch_namespaces) or "all namespaces"
     logger.info(
         "agent-tree operator: watching %s; Temporal %s; Redis %s; status every >= %s ms",
@@ -77,6 +78,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **_: 
 @kopf.on.cleanup()
 async def cleanup(memo: Any, **_: Any) -> None:
     ctx = memo.ctx
+    await ctx.autoscaler.close()
     await ctx.hub.close()
     ctx.kube.close()
 

@@ -33,6 +33,7 @@ TREES = ("agenttree.io", "v1alpha1", "agenttrees")
 DEPLOYMENTS = ("apps", "v1", "deployments")
 MANAGED = {"app.kubernetes.io/managed-by": "agent-tree-operator"}
 MAX_RETRY_DELAY = 300.0
+KIND = "AgentTree"
 
 
 # --- indices: kopf keeps them current from the watch streams, handlers read them for free ------------
@@ -88,14 +89,15 @@ async def reconcile_tree(
     key: Key = (namespace, name)
     async with ctx.locks[key]:
         try:
-            plan = await _reconcile(ctx, key, uid, meta.get("generation"), plain(spec), plain(status), body, logger)
+            with metrics.reconcile_timer(KIND):
+                plan = await _reconcile(ctx, key, uid, meta.get("generation"), plain(spec), plain(status), body, logger)
         except KubeError as exc:
-            metrics.RECONCILES.labels("error").inc()
+            metrics.RECONCILES.labels(KIND, "error").inc()
             raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=retry_delay(retry)) from exc
     if plan.retry:
-        metrics.RECONCILES.labels("retry").inc()
+        metrics.RECONCILES.labels(KIND, "retry").inc()
         raise kopf.TemporaryError(plan.retry, delay=retry_delay(retry))
-    metrics.RECONCILES.labels("ok" if plan.valid else "invalid").inc()
+    metrics.RECONCILES.labels(KIND, "ok" if plan.valid else "invalid").inc()
 
 
 async def _reconcile(
@@ -182,11 +184,25 @@ async def _write_status(ctx: OperatorContext, key: Key, uid: str, old: dict | No
 # --- status refresh on Deployment changes -----------------------------------------------------------
 @kopf.on.event(*DEPLOYMENTS, labels=MANAGED)
 async def worker_changed(
-    namespace: str, labels: Any, memo: Any, agenttrees_idx: kopf.Index, workers_idx: kopf.Index, **_: Any
+    namespace: str,
+    name: str,
+    type: str | None,
+    labels: Any,
+    meta: Any,
+    spec: Any,
+    memo: Any,
+    agenttrees_idx: kopf.Index,
+    workers_idx: kopf.Index,
+    **_: Any,
 ) -> None:
+    ctx = _ctx(memo)
+    if type == "DELETED":
+        ctx.autoscaler.forget_deployment(namespace, name)
+    else:
+        ctx.autoscaler.observe_deployment(namespace, name, spec.get("replicas"), meta.get("generation") or 0)
     tree = labels.get(naming.LABEL_TREE)
     if tree:
-        await refresh_tree_status(_ctx(memo), (namespace, tree), agenttrees_idx, workers_idx)
+        await refresh_tree_status(ctx, (namespace, tree), agenttrees_idx, workers_idx)
 
 
 async def refresh_tree_status(ctx: OperatorContext, key: Key, trees: kopf.Index, workers: kopf.Index) -> None:

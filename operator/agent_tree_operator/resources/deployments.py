@@ -14,6 +14,7 @@ from agent_tree.spec import AgentTreeSpec, EnvVar, WorkerSpec
 from agent_tree_operator.config import OperatorConfig
 
 CONTAINER = "worker"
+METRICS_PORT_NAME = "metrics"
 TREE_KIND = "AgentTree"
 
 
@@ -107,6 +108,11 @@ def worker_deployment(
         "env": env,
         "securityContext": {"allowPrivilegeEscalation": False},
     }
+    if config.worker_metrics_port > 0:
+        # Prometheus scrapes workers through this named port (the chart's PodMonitor selects it).
+        container["ports"] = [
+            {"name": METRICS_PORT_NAME, "containerPort": config.worker_metrics_port, "protocol": "TCP"}
+        ]
     if config.worker_env_secret:
         container["envFrom"] = [{"secretRef": {"name": config.worker_env_secret, "optional": True}}]
     resources = config.worker_resources
