@@ -152,10 +152,13 @@ class OperatorConfig:
             {"name": "AGENT_TREE_TEMPORAL_ADDRESS", "value": s.temporal_address},
             {"name": "AGENT_TREE_TEMPORAL_NAMESPACE", "value": s.temporal_namespace},
         ]
-        if s.database_url:
-            env.append({"name": "AGENT_TREE_DATABASE_URL", "value": s.database_url})
-        if s.redis_url:
-            env.append({"name": "AGENT_TREE_REDIS_URL", "value": s.redis_url})
+        # DSNs carry credentials: with a worker env Secret they come from it (envFrom), never as plain
+        # values copied into every team namespace's Deployments.
+        if not self.worker_env_secret:
+            if s.database_url:
+                env.append({"name": "AGENT_TREE_DATABASE_URL", "value": s.database_url})
+            if s.redis_url:
+                env.append({"name": "AGENT_TREE_REDIS_URL", "value": s.redis_url})
         if self.worker_metrics_port:
             port = "auto" if self.worker_metrics_port == AUTO_PORT else str(self.worker_metrics_port)
             env.append({"name": "AGENT_TREE_METRICS_PORT", "value": port})

@@ -84,3 +84,14 @@ def test_config_error_is_a_settings_error():
     from agent_tree.settings import SettingsError
 
     assert issubclass(ConfigError, SettingsError)
+
+
+def test_connection_urls_come_from_the_worker_env_secret_when_one_is_set():
+    env = {"DATABASE_URL": "postgresql://app:s3cret@db/agent_tree", "REDIS_URL": "redis://:pw@r:6379/0"}
+    plain = {e["name"]: e["value"] for e in OperatorConfig.from_env(env).worker_env()}
+    assert plain["AGENT_TREE_DATABASE_URL"] == env["DATABASE_URL"]
+    assert plain["AGENT_TREE_REDIS_URL"] == env["REDIS_URL"]
+    with_secret = OperatorConfig.from_env({**env, "AGENT_TREE_WORKER_ENV_SECRET": "agent-tree-worker-env"})
+    values = [e.get("value", "") for e in with_secret.worker_env()]
+    assert not any("s3cret" in v or ":pw@" in v for v in values)
+    assert {e["name"] for e in with_secret.worker_env()} >= {"AGENT_TREE_TEMPORAL_ADDRESS"}
