@@ -1,5 +1,5 @@
 """Worker metrics: step counting, model and tool call helpers, the /metrics server (fixed, auto and taken
-ports) and the Temporal SDK bridge with a fake metric buffer. (tests/integration/test_worker_metrics.py
+ports) and the Temporal SDK bridge with a fake metric buffer. (tests/integration/test_durable_worker_metrics.py
 runs them on a real worker; tests/e2e/test_autoscale.py scrapes worker pods.)"""
 
 from __future__ import annotations
