@@ -17,12 +17,8 @@ port from the pod's log. The operator watches ``oas-*`` namespaces only.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -32,6 +28,7 @@ from typing import Any
 
 import pytest
 import yaml
+from operator_process import OperatorProcess, ok
 from platformlib import REPO, Platform, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -40,7 +37,6 @@ from agent_tree import naming
 pytestmark = pytest.mark.e2e
 
 INVOICE = REPO / "examples" / "invoice"
-AGENT_TREE = Path(sys.executable).parent / "agent-tree"
 SPECIALIST = "invoice-invoice-specialist"
 PORT_LINE = re.compile(rb"agent-tree worker: metrics on port (\d+)")
 RUNS = 30
@@ -48,66 +44,11 @@ SCALE_DOWN_DELAY = 5
 INVOICES = ["4790", "4821", "4822", "4823", "4824", "4825"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ok(r: subprocess.CompletedProcess) -> str:
-    assert r.returncode == 0, f"kubectl {r.args[2:]} failed ({r.returncode}):\n{r.stderr}"
-    return r.stdout
-
-
-class Operator:
-    """`agent-tree operator` as a subprocess: metrics and liveness on free ports, workers' metrics on auto."""
+class Operator(OperatorProcess):
+    """The operator of these tests: ``oas-*`` namespaces, a 2 s autoscaler poll."""
 
     def __init__(self, platform: Platform, log: Path) -> None:
-        self.platform = platform
-        self.log = log
-        self.health_port = free_port()
-        self.metrics_port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = self.platform.process_env()
-        env.pop("AGENT_TREE_WATCH_NAMESPACE", None)
-        env.update(
-            AGENT_TREE_HEALTH_PORT=str(self.health_port),
-            AGENT_TREE_METRICS_PORT=str(self.metrics_port),
-            AGENT_TREE_WORKER_METRICS_PORT="auto",
-            AGENT_TREE_AUTOSCALE_INTERVAL_SECONDS="2",
-            PYTHONUNBUFFERED="1",
-        )
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [str(AGENT_TREE), "operator", "--verbose", "--namespace", "oas-*"],
-                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True,
-            )  # fmt: skip
-        wait_for(self.healthy, 60, f"the operator's liveness endpoint (log: {self.log})")
-
-    def healthy(self) -> bool:
-        assert self.alive(), f"the operator exited with {self.proc.returncode}; log:\n{self.tail()}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.alive():
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(30)
-
-    def tail(self, lines: int = 80) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        super().__init__(platform, log, "oas-*", {"AGENT_TREE_AUTOSCALE_INTERVAL_SECONDS": "2"})
 
     def metrics(self) -> dict[tuple[str, tuple], float]:
         return scrape(self.metrics_port)

@@ -10,13 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -26,6 +21,7 @@ from typing import Any
 import pytest
 import redis
 import yaml
+from operator_process import OperatorProcess, ok
 from platformlib import REPO, Platform, wait_for
 
 from agent_tree import naming
@@ -35,74 +31,15 @@ pytestmark = pytest.mark.e2e
 CRDS = REPO / "crds"
 INVOICE = REPO / "examples" / "invoice"
 BAD = REPO / "tests" / "unit" / "manifests" / "bad"
-AGENT_TREE = Path(sys.executable).parent / "agent-tree"
 INTERVAL_MS = 1000  # the operator's default AGENT_TREE_STATUS_INTERVAL_MS
 RUN_DEADLINE = 180.0
 
 
-def ok(r: subprocess.CompletedProcess) -> str:
-    assert r.returncode == 0, f"kubectl {r.args[2:]} failed ({r.returncode}):\n{r.stderr}"
-    return r.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Operator:
-    """`agent-tree operator` as a subprocess with the platform's env."""
+class Operator(OperatorProcess):
+    """The operator of these tests: it watches the ``opt-*`` namespaces."""
 
     def __init__(self, platform: Platform, log: Path) -> None:
-        self.platform = platform
-        self.log = log
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        env = self.platform.process_env()
-        # Worker pods share this host's network: each binds a free metrics port instead of 9090.
-        env.update({"AGENT_TREE_HEALTH_PORT": str(self.port), "PYTHONUNBUFFERED": "1",
-                    "AGENT_TREE_WORKER_METRICS_PORT": "auto"})  # fmt: skip
-        env.pop("AGENT_TREE_WATCH_NAMESPACE", None)
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [str(AGENT_TREE), "operator", "--verbose", "--namespace", "opt-*"],
-                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True,
-            )  # fmt: skip
-        self.starts += 1
-        wait_for(self.healthy, 60, f"the operator's liveness endpoint (log: {self.log})")
-
-    def healthy(self) -> bool:
-        assert self.alive(), f"the operator exited with {self.proc.returncode}; log:\n{self.tail()}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, no graceful shutdown (a crash)."""
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.alive():
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(30)
-
-    def tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        super().__init__(platform, log, "opt-*")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,92 @@
+"""`agent-tree operator` as a real subprocess for e2e tests, with the platform's env.
+
+Shared by the operator and autoscaling e2e tests: liveness and metrics on free ports, workers'
+metrics on `auto` ports (worker pods share this host's network on the local platform).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from platformlib import REPO, Platform, wait_for
+
+AGENT_TREE = Path(sys.executable).parent / "agent-tree"
+
+
+def ok(r: subprocess.CompletedProcess) -> str:
+    """stdout of a successful kubectl call; otherwise fail with its stderr."""
+    assert r.returncode == 0, f"kubectl {r.args[2:]} failed ({r.returncode}):\n{r.stderr}"
+    return r.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OperatorProcess:
+    """The operator watching ``namespace_glob``; ``extra_env`` adds or overrides AGENT_TREE_* settings."""
+
+    def __init__(self, platform: Platform, log: Path, namespace_glob: str, extra_env: dict[str, str] | None = None):
+        self.platform = platform
+        self.log = log
+        self.namespace_glob = namespace_glob
+        self.extra_env = dict(extra_env or {})
+        self.health_port = free_port()
+        self.metrics_port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        env = self.platform.process_env()
+        env.pop("AGENT_TREE_WATCH_NAMESPACE", None)
+        env.update(
+            AGENT_TREE_HEALTH_PORT=str(self.health_port),
+            AGENT_TREE_METRICS_PORT=str(self.metrics_port),
+            AGENT_TREE_WORKER_METRICS_PORT="auto",
+            PYTHONUNBUFFERED="1",
+            **self.extra_env,
+        )
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [str(AGENT_TREE), "operator", "--verbose", "--namespace", self.namespace_glob],
+                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True,
+            )  # fmt: skip
+        self.starts += 1
+        wait_for(self.healthy, 60, f"the operator's liveness endpoint (log: {self.log})")
+
+    def healthy(self) -> bool:
+        assert self.alive(), f"the operator exited with {self.proc.returncode}; log:\n{self.tail()}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no graceful shutdown (a crash)."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(30)
+
+    def tail(self, lines: int = 80) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
