@@ -12,8 +12,12 @@ import socket
 import subprocess
 import sys
 import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from platformlib import REPO, Platform, wait_for
 
 AGENT_TREE = Path(sys.executable).parent / "agent-tree"
@@ -23,6 +27,13 @@ def ok(r: subprocess.CompletedProcess) -> str:
     """stdout of a successful kubectl call; otherwise fail with its stderr."""
     assert r.returncode == 0, f"kubectl {r.args[2:]} failed ({r.returncode}):\n{r.stderr}"
     return r.stdout
+
+
+def apply_crds(platform: Platform) -> None:
+    """Apply the repo's generated CRDs and wait until the API server serves them."""
+    ok(platform.kubectl("apply", "-f", str(REPO / "crds")))
+    for name in ("agenttrees", "agentruns"):
+        ok(platform.kubectl("wait", "--for=condition=Established", f"crd/{name}.agenttree.io", "--timeout=60s"))
 
 
 def free_port() -> int:
@@ -90,3 +101,32 @@ class OperatorProcess:
 
     def tail(self, lines: int = 80) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextmanager
+def running(op: OperatorProcess) -> Iterator[OperatorProcess]:
+    """Start ``op``; on exit stop it, and fail the test if it had crashed meanwhile."""
+    op.start()
+    yield op
+    crashed = not op.alive()
+    op.stop()
+    print(f"\noperator log: {op.log}")
+    if crashed:
+        pytest.fail(f"the operator crashed:\n{op.tail()}")
+
+
+@contextmanager
+def namespace(platform: Platform, op: OperatorProcess, prefix: str, cleanup_timeout: int = 60) -> Iterator[str]:
+    """A fresh namespace the operator watches (``prefix`` must match its glob), deleted afterwards.
+
+    Runs are deleted while the operator is up (their finalizers need it), then the namespace.
+    """
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    ok(platform.kubectl("create", "namespace", name))
+    wait_for(lambda: platform.kubectl("get", "serviceaccount", "default", "-n", name).returncode == 0, 30,
+             f"serviceaccount default in {name}")  # fmt: skip
+    yield name
+    assert op.alive(), f"the operator crashed:\n{op.tail()}"
+    platform.kubectl("delete", "agentruns", "--all", "-n", name, f"--timeout={cleanup_timeout}s",
+                     timeout=cleanup_timeout + 30)  # fmt: skip
+    platform.kubectl("delete", "namespace", name, "--wait=false")

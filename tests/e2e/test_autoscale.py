@@ -21,14 +21,13 @@ import re
 import subprocess
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from operator_process import OperatorProcess, ok
+from operator_process import OperatorProcess, apply_crds, namespace, ok, running
 from platformlib import REPO, Platform, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -56,29 +55,15 @@ class Operator(OperatorProcess):
 
 @pytest.fixture(scope="module")
 def operator(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    ok(platform.kubectl("apply", "-f", str(REPO / "crds")))
-    for name in ("agenttrees", "agentruns"):
-        ok(platform.kubectl("wait", "--for=condition=Established", f"crd/{name}.agenttree.io", "--timeout=60s"))
-    op = Operator(platform, tmp_path_factory.mktemp("operator") / "operator.log")
-    op.start()
-    yield op
-    crashed = not op.alive()
-    op.stop()
-    print(f"\noperator log: {op.log}")
-    if crashed:
-        pytest.fail(f"the operator crashed:\n{op.tail()}")
+    apply_crds(platform)
+    with running(Operator(platform, tmp_path_factory.mktemp("operator") / "operator.log")) as op:
+        yield op
 
 
 @pytest.fixture
 def ns(platform: Platform, operator: Operator) -> Iterator[str]:
-    name = f"oas-{uuid.uuid4().hex[:8]}"
-    ok(platform.kubectl("create", "namespace", name))
-    wait_for(lambda: platform.kubectl("get", "serviceaccount", "default", "-n", name).returncode == 0, 30,
-             f"serviceaccount default in {name}")  # fmt: skip
-    yield name
-    assert operator.alive(), f"the operator crashed:\n{operator.tail()}"
-    platform.kubectl("delete", "agentruns", "--all", "-n", name, "--timeout=120s", timeout=150)
-    platform.kubectl("delete", "namespace", name, "--wait=false")
+    with namespace(platform, operator, "oas", cleanup_timeout=120) as name:
+        yield name
 
 
 # --- helpers ---------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import json
 import math
 import subprocess
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,14 +20,13 @@ from typing import Any
 import pytest
 import redis
 import yaml
-from operator_process import OperatorProcess, ok
+from operator_process import OperatorProcess, apply_crds, namespace, ok, running
 from platformlib import REPO, Platform, wait_for
 
 from agent_tree import naming
 
 pytestmark = pytest.mark.e2e
 
-CRDS = REPO / "crds"
 INVOICE = REPO / "examples" / "invoice"
 BAD = REPO / "tests" / "unit" / "manifests" / "bad"
 INTERVAL_MS = 1000  # the operator's default AGENT_TREE_STATUS_INTERVAL_MS
@@ -44,38 +42,19 @@ class Operator(OperatorProcess):
 
 @pytest.fixture(scope="module")
 def crds(platform: Platform) -> None:
-    ok(platform.kubectl("apply", "-f", str(CRDS)))
-    for name in ("agenttrees", "agentruns"):
-        ok(platform.kubectl("wait", "--for=condition=Established", f"crd/{name}.agenttree.io", "--timeout=60s"))
+    apply_crds(platform)
 
 
 @pytest.fixture(scope="module")
 def operator(platform: Platform, crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    op = Operator(platform, tmp_path_factory.mktemp("operator") / "operator.log")
-    op.start()
-    yield op
-    crashed = not op.alive()
-    op.stop()
-    print(f"\noperator log: {op.log}")
-    if crashed:
-        pytest.fail(f"the operator crashed:\n{op.tail()}")
+    with running(Operator(platform, tmp_path_factory.mktemp("operator") / "operator.log")) as op:
+        yield op
 
 
 @pytest.fixture
 def ns(platform: Platform, operator: Operator) -> Iterator[str]:
-    name = f"opt-{uuid.uuid4().hex[:8]}"
-    ok(platform.kubectl("create", "namespace", name))
-    wait_for(lambda: platform.kubectl("get", "serviceaccount", "default", "-n", name).returncode == 0, 30,
-             f"serviceaccount default in {name}")  # fmt: skip
-    yield name
-    assert operator.alive(), f"the operator crashed:\n{operator.tail()}"
-    cleanup(platform, name)
-
-
-def cleanup(platform: Platform, namespace: str) -> None:
-    """Delete the runs while the operator is up (their finalizers need it), then the namespace."""
-    platform.kubectl("delete", "agentruns", "--all", "-n", namespace, "--timeout=60s", timeout=90)
-    platform.kubectl("delete", "namespace", namespace, "--wait=false")
+    with namespace(platform, operator, "opt") as name:
+        yield name
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -511,10 +490,8 @@ ADMISSION = {
 
 @pytest.fixture(scope="module")
 def bad_ns(platform: Platform, operator: Operator) -> Iterator[str]:
-    name = f"opt-bad-{uuid.uuid4().hex[:6]}"
-    ok(platform.kubectl("create", "namespace", name))
-    yield name
-    cleanup(platform, name)
+    with namespace(platform, operator, "opt-bad") as name:
+        yield name
 
 
 @pytest.mark.parametrize("file", sorted(ADMISSION))
