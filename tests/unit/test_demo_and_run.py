@@ -84,3 +84,16 @@ def test_run_reports_bad_input_clearly(tmp_path, capsys):
     assert "expected KEY=VALUE" in capsys.readouterr().err
     assert main(["run", "-f", str(TREE)]) == 2
     assert "--input is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("manifest", "code", "stream", "text"), [
+    ("examples/invoice/agentrun.yaml", 0, "stdout", "ok   "),
+    ("tests/unit/manifests/bad/03-unknown-child.yaml", 1, "stderr", "unknown agent 'ghost'"),
+])  # fmt: skip
+def test_console_script_keeps_exit_code_and_output_when_it_skips_finalization(manifest, code, stream, text):
+    # With Temporal's bridge loaded, run() leaves through os._exit: output must still be flushed.
+    script = "import sys, temporalio.client; from agent_tree.cli import run; sys.argv[0] = 'agent-tree'; run()"
+    proc = subprocess.run([sys.executable, "-c", script, "validate", "-f", manifest],
+                          capture_output=True, text=True, cwd=ROOT, check=False)  # fmt: skip
+    assert proc.returncode == code, proc.stderr
+    assert text in getattr(proc, stream)

@@ -143,7 +143,7 @@ def test_entrypoint_is_the_agent_tree_command(main: list[Instruction]) -> None:
     (entrypoint,) = [i for i in final if i.cmd == "ENTRYPOINT"]
     assert entrypoint.args == '["agent-tree"]'
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["agent-tree"] == "agent_tree.cli:main"
+    assert scripts["agent-tree"] == "agent_tree.cli:run"
     env = " ".join(i.args for i in final if i.cmd == "ENV")
     assert "PATH=/opt/venv/bin:" in env
     assert "PYTHONDONTWRITEBYTECODE=1" in env  # the root filesystem is read-only in the chart
