@@ -196,8 +196,8 @@ def run() -> None:
     The Temporal SDK's Rust bridge keeps Tokio threads that can crash a short-lived process while
     CPython finalizes (SIGSEGV / SIGABRT after the command already succeeded, temporalio/sdk-python#300;
     measured here: 4 of 60 client-only processes crashed at exit, 0 of 60 with os._exit). Once the
-    command is done and its output flushed,
-    nothing is left to clean up, so such processes leave with ``os._exit``.
+    command is done and its output flushed, nothing is left to clean up, so such processes leave
+    with ``os._exit``.
     """
     code = main()
     if "temporalio.bridge.temporal_sdk_bridge" in sys.modules:
