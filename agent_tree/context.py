@@ -112,7 +112,11 @@ def coerce_handoff(ctx: RunContext, value: Any) -> HandoffResult:
         return ctx.failed(
             f"agent {ctx.node.name!r} returned {type(value).__name__}; a behaviour must return a HandoffResult"
         )
-    if not result.traces.tool_calls and not result.traces.reasoning_steps and ctx.traces.tool_calls + ctx.traces.reasoning_steps:
+    if (
+        not result.traces.tool_calls
+        and not result.traces.reasoning_steps
+        and ctx.traces.tool_calls + ctx.traces.reasoning_steps
+    ):
         result = result.model_copy(update={"traces": ctx.traces.model_copy(deep=True)})
     return result
 
@@ -137,8 +141,9 @@ async def run_turn(
         if node.children:
             from agent_tree.orchestrator import supervise
 
-            sub = await supervise(node, input, ctx.context, hooks=ctx.hooks, max_steps=max_steps,
-                                  tool_runner=tool_runner)
+            sub = await supervise(
+                node, input, ctx.context, hooks=ctx.hooks, max_steps=max_steps, tool_runner=tool_runner
+            )
             status: HandoffStatus = "ok" if sub.status == "completed" else "failed"
             return ctx.handoff(status, sub.answer, sub.payload)
         return ctx.failed(

@@ -87,9 +87,7 @@ class AgentNode:
         self.children.append(child)
         return child
 
-    def add_tool(
-        self, tool: Callable[..., Any] | str | Tool, name: str | None = None, description: str = ""
-    ) -> Tool:
+    def add_tool(self, tool: Callable[..., Any] | str | Tool, name: str | None = None, description: str = "") -> Tool:
         """Register a tool: a callable (named after the function), a bare name, or a :class:`Tool`."""
         if isinstance(tool, Tool):
             entry = tool

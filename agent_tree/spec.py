@@ -224,7 +224,9 @@ def tree_problems(spec: AgentTreeSpec) -> list[str]:
         names = set()
         for t, tool in enumerate(agent.tools):
             if tool.name in names:
-                problems.append(f"agents[{i}].tools[{t}].name: duplicate tool name {tool.name!r} in agent {agent.name!r}")
+                problems.append(
+                    f"agents[{i}].tools[{t}].name: duplicate tool name {tool.name!r} in agent {agent.name!r}"
+                )
             names.add(tool.name)
             if tool.agent is not None and tool.agent not in index:
                 problems.append(f"agents[{i}].tools[{t}].agent: unknown agent {tool.agent!r}")
@@ -268,7 +270,7 @@ def _find_cycle(spec: AgentTreeSpec) -> list[str] | None:
         path.append(node)
         for child in graph.get(node, []):
             if state.get(child) == 1:
-                return [*path[path.index(child):], child]
+                return [*path[path.index(child) :], child]
             if state.get(child) is None and (found := visit(child)):
                 return found
         path.pop()
@@ -347,7 +349,9 @@ class AgentRunStatus(BaseModel):
     workflowId: str | None = None
     startedAt: str | None = None
     completedAt: str | None = None
-    duration: str | None = Field(default=None, description="startedAt to completedAt (or to the last update), e.g. 1m32s.")
+    duration: str | None = Field(
+        default=None, description="startedAt to completedAt (or to the last update), e.g. 1m32s."
+    )
     message: str | None = None
     observedGeneration: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
@@ -405,13 +409,15 @@ def format_errors(exc: ValidationError) -> list[str]:
             message = "required field is missing"
         elif err["type"] == "extra_forbidden":
             message = "unknown field; remove it or check its spelling"
-        elif err["type"].endswith(("_type", "_parsing", "literal_error")) and not isinstance(err.get("input"), dict | list):
+        elif err["type"].endswith(("_type", "_parsing", "literal_error")) and not isinstance(
+            err.get("input"), dict | list
+        ):
             message = f"{message} (got {err.get('input')!r})"
         for line in message.split("\n"):
             match = _PATH_PREFIX.match(line)
             if match:
                 path = f"{base}.{match.group(1)}" if base else match.group(1)
-                lines.append(f"{path}: {line[match.end():]}")
+                lines.append(f"{path}: {line[match.end() :]}")
             else:
                 lines.append(f"{base}: {line}" if base else line)
     return lines

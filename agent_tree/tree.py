@@ -30,9 +30,9 @@ class AgentTree:
     def visualize(self) -> str:
         """A text drawing of the tree, e.g.::
 
-            supervisor (root) [tools: run_specialist]
-            ├── triage
-            └── invoice-specialist [tools: erp_lookup, policy_search]
+        supervisor (root) [tools: run_specialist]
+        ├── triage
+        └── invoice-specialist [tools: erp_lookup, policy_search]
         """
         lines = [self.root.name + " (root)" + _tools_suffix(self.root)]
         _draw(self.root, "", lines)

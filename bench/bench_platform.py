@@ -312,7 +312,9 @@ async def bare_batches(address: str, runs: int, batches: int, sequential: int) -
     client = await Client.connect(address)
     prefix = f"bench-bare-{uuid.uuid4().hex[:6]}"
     root, turns = f"{prefix}.root", [f"{prefix}.agent{i}" for i in range(TURNS)]
-    runner = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("bench_platform"))
+    runner = SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("bench_platform")
+    )
     workers = [Worker(client, task_queue=root, workflows=[mod.BareRun], workflow_runner=runner)] + [
         Worker(client, task_queue=q, workflows=[mod.BareTurn], activities=[mod.tool_activity], workflow_runner=runner)
         for q in turns
@@ -510,7 +512,9 @@ def markdown(r: dict[str, Any]) -> str:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=100, help="AgentRuns (and bare workflows) created at once per batch")
+    parser.add_argument(
+        "--runs", type=int, default=100, help="AgentRuns (and bare workflows) created at once per batch"
+    )
     parser.add_argument("--batches", type=int, default=10, help="AgentRun batches (runs x batches finished runs)")
     parser.add_argument("--bare-batches", type=int, default=3, help="batches of bare workflows")
     parser.add_argument("--active", type=int, default=100, help="runs held Running for the memory measurement")

@@ -76,7 +76,9 @@ async def verifier(ctx: RunContext) -> HandoffResult:
     c = ctx.context
     if not c.get("decision"):
         return ctx.failed("Nothing to verify: no decision in the context.")
-    check = await ctx.call_tool("verify_answer", invoice_id=c["invoice_id"], decision=c["decision"], reason=c.get("reason"))
+    check = await ctx.call_tool(
+        "verify_answer", invoice_id=c["invoice_id"], decision=c["decision"], reason=c.get("reason")
+    )
     if check.status == "error" or not check.output.get("verified"):
         return ctx.failed(f"Could not verify the finding for invoice #{c['invoice_id']}: {check.error or check.output}")
     invoice_id, decision, reason = c["invoice_id"], c["decision"], c.get("reason")

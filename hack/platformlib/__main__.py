@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         os.execve(str(d.bin / "kubectl"), ["kubectl", f"--kubeconfig={d.kubeconfig}", *argv[1:]], env)
 
     ap = argparse.ArgumentParser(prog="hack/platform", description=__doc__)
-    ap.add_argument("--dir", help="platform directory (default $AGENT_TREE_PLATFORM_DIR or ~/.cache/agent-tree/platform)")
+    ap.add_argument(
+        "--dir", help="platform directory (default $AGENT_TREE_PLATFORM_DIR or ~/.cache/agent-tree/platform)"
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("up", help="start everything not running (or only COMPONENT... and what they need)")
     p.add_argument("components", nargs="*", metavar="COMPONENT")

@@ -129,18 +129,56 @@ class Dir:
                 raise PlatformError(f"pki: openssl {' '.join(args)} failed: {r.stderr.strip()}")
 
         if not (pki / "ca.crt").exists():
-            ssl_("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-                 "-days", "3650", "-subj", "/CN=agent-tree-platform-ca")
+            ssl_(
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "3650",
+                "-subj",
+                "/CN=agent-tree-platform-ca",
+            )
         if not (pki / "apiserver.crt").exists():
             (pki / "apiserver.ext").write_text(
                 "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,"
                 "DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
                 "extendedKeyUsage=serverAuth\n"
             )
-            ssl_("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "apiserver.key", "-out", "apiserver.csr",
-                 "-subj", "/CN=kube-apiserver")
-            ssl_("x509", "-req", "-in", "apiserver.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", "apiserver.crt", "-days", "3650", "-extfile", "apiserver.ext")
+            ssl_(
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "apiserver.key",
+                "-out",
+                "apiserver.csr",
+                "-subj",
+                "/CN=kube-apiserver",
+            )
+            ssl_(
+                "x509",
+                "-req",
+                "-in",
+                "apiserver.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "apiserver.crt",
+                "-days",
+                "3650",
+                "-extfile",
+                "apiserver.ext",
+            )
         if not (pki / "sa.key").exists():
             ssl_("genrsa", "-out", "sa.key", "2048")
             ssl_("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub")

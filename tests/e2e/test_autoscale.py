@@ -89,7 +89,11 @@ def get(platform: Platform, ns: str, kind: str, name: str | None = None, *args: 
 
 
 def apply(platform: Platform, ns: str, docs: Any) -> None:
-    ok(platform.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump_all(docs if isinstance(docs, list) else [docs])))
+    ok(
+        platform.kubectl(
+            "apply", "-n", ns, "-f", "-", input=yaml.safe_dump_all(docs if isinstance(docs, list) else [docs])
+        )
+    )
 
 
 def invoice_tree(specialist_worker: dict | None = None, slow_seconds: float = 0.0) -> dict:
@@ -113,7 +117,10 @@ def run_manifests(count: int, prefix: str = "run") -> list[dict]:
             "apiVersion": "agenttree.io/v1alpha1",
             "kind": "AgentRun",
             "metadata": {"name": f"{prefix}-{i:02d}"},
-            "spec": {"treeRef": {"name": "invoice"}, "input": f"Why was invoice #{INVOICES[i % len(INVOICES)]} rejected?"},
+            "spec": {
+                "treeRef": {"name": "invoice"},
+                "input": f"Why was invoice #{INVOICES[i % len(INVOICES)]} rejected?",
+            },
         }
         for i in range(count)
     ]
@@ -124,7 +131,11 @@ def tree_ready(platform: Platform, ns: str) -> dict:
         tree = get(platform, ns, "agenttree", "invoice")
         status = tree.get("status") or {}
         ready = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
-        return tree if status.get("observedGeneration") == tree["metadata"]["generation"] and ready.get("status") == "True" else None
+        return (
+            tree
+            if status.get("observedGeneration") == tree["metadata"]["generation"] and ready.get("status") == "True"
+            else None
+        )
 
     return wait_for(check, 120, f"AgentTree {ns}/invoice Ready")
 
@@ -242,7 +253,9 @@ def test_thirty_runs_scale_the_specialist_from_zero_to_four_and_back(platform: P
         "first specialist turn queued -> replicas > 0 (s)": round(timeline["scaled_up"] - queued, 2),
         "first specialist turn queued -> first worker ready (s)": round(timeline["first_ready"] - queued, 2),
         "first specialist turn queued -> 4 replicas (s)": round(timeline.get("max_replicas", float("nan")) - queued, 2),
-        "first specialist turn queued -> 4 workers ready (s)": round(timeline.get("max_ready", float("nan")) - queued, 2),
+        "first specialist turn queued -> 4 workers ready (s)": round(
+            timeline.get("max_ready", float("nan")) - queued, 2
+        ),
         "last specialist turn closed -> 0 workers (s)": round(at_zero - last_turn, 1),
         "peak": peak,
     }
@@ -305,9 +318,15 @@ def test_metrics_count_a_fixed_workload_exactly(platform: Platform, operator: Op
     observed = {
         "operator runs_started": op("agent_tree_operator_runs_started_total"),
         "operator runs_finished{Succeeded}": op("agent_tree_operator_runs_finished_total", phase="Succeeded"),
-        "operator reconciles{AgentRun,started}": op("agent_tree_operator_reconciles_total", kind="AgentRun", result="started"),
-        "operator reconciles{AgentRun,finished}": op("agent_tree_operator_reconciles_total", kind="AgentRun", result="finished"),
-        "operator run_duration count{Succeeded}": op("agent_tree_operator_run_duration_seconds_count", phase="Succeeded"),
+        "operator reconciles{AgentRun,started}": op(
+            "agent_tree_operator_reconciles_total", kind="AgentRun", result="started"
+        ),
+        "operator reconciles{AgentRun,finished}": op(
+            "agent_tree_operator_reconciles_total", kind="AgentRun", result="finished"
+        ),
+        "operator run_duration count{Succeeded}": op(
+            "agent_tree_operator_run_duration_seconds_count", phase="Succeeded"
+        ),
         "operator runs{Succeeded} gauge": op("agent_tree_operator_runs", phase="Succeeded"),
         "tool calls erp_lookup ok": wk("agent_tree_worker_tool_calls_total", tool="erp_lookup", status="ok"),
         "tool calls policy_search ok": wk("agent_tree_worker_tool_calls_total", tool="policy_search", status="ok"),

@@ -92,7 +92,9 @@ def test_crd_schema_status_subresource_and_printer_column(platform: Platform, na
     bad = k("create", "-n", namespace, "--validate=false", "-f", "-", input=widget("bad", {"size": 42}))
     assert bad.returncode != 0
     assert 'The Widget "bad" is invalid' in bad.stderr, bad.stderr
-    assert "spec.size: Invalid value: 42: spec.size in body should be less than or equal to 10" in bad.stderr, bad.stderr
+    assert "spec.size: Invalid value: 42: spec.size in body should be less than or equal to 10" in bad.stderr, (
+        bad.stderr
+    )
     bad = k("create", "-n", namespace, "--validate=false", "-f", "-", input=widget("bad", {"color": "green"}))
     assert bad.returncode != 0
     assert "spec.size: Required value" in bad.stderr, bad.stderr
@@ -210,7 +212,7 @@ def test_deployment_pods_become_local_processes(platform: Platform, namespace: s
     ok(k("scale", "deployment", "sleeper", "-n", ns, "--replicas=1"))
     wait_for(lambda: len(running_pods(platform, ns)) == 1, 60, "1 pod left after scaling to 1")
     remaining = wait_for(lambda: len(pr := processes(platform, ns)) == 1 and pr, 30, "1 process left")
-    (pod_name, proc), = remaining.items()
+    ((pod_name, proc),) = remaining.items()
     assert [p["metadata"]["name"] for p in running_pods(platform, ns)] == [pod_name]
     assert sum(procs.alive(pid, st) for pid, st in all_pids) == 1, "the other processes must have ended"
 

@@ -526,7 +526,9 @@ def defined_metric_names() -> set[str]:
             if isinstance(value, MetricWrapperBase):
                 for metric in value.collect():
                     base = metric.name
-                    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}.get(metric.type, [""])
+                    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}.get(
+                        metric.type, [""]
+                    )
                     names.update(base + s for s in suffixes)
     names.add(f"{worker_metrics.REPAIRS}_total")
     names.add(f"{worker_metrics.REPAIR_FAILURES}_total")

@@ -19,7 +19,10 @@ CASES = {
     "4822": ("Invoice #4822 rejected due to amount mismatch with the PO. (policy AP-7)", "rejected"),
     "4823": ("Invoice #4823 rejected due to duplicate invoice. (policy AP-9)", "rejected"),
     "4824": ("Invoice #4824 was approved and paid; it was not rejected. (policy AP-1)", "approved"),
-    "4825": ("Invoice #4825 is on hold: awaiting second approval above the EUR 50,000 threshold. (policy AP-12)", "on_hold"),
+    "4825": (
+        "Invoice #4825 is on hold: awaiting second approval above the EUR 50,000 threshold. (policy AP-12)",
+        "on_hold",
+    ),
     "9999": ("Invoice #9999 was not found in the ERP; please check the number.", "unknown"),
 }
 
@@ -53,7 +56,10 @@ def test_question_without_invoice_number_is_answered_by_triage(capsys):
 def test_run_streams_readable_lines_then_the_answer():
     proc = subprocess.run(
         [sys.executable, "-m", "agent_tree.cli", "run", "-f", str(TREE), "--input", "Why was invoice #4822 rejected?"],
-        capture_output=True, text=True, cwd="/", check=False,
+        capture_output=True,
+        text=True,
+        cwd="/",
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()

@@ -18,8 +18,19 @@ class Recorder:
 
             return hook
 
-        return OrchestratorHooks(*(make(n) for n in (
-            "on_node_start", "on_node_end", "on_handoff", "on_tool_start", "on_tool_end", "on_reasoning_step")))
+        return OrchestratorHooks(
+            *(
+                make(n)
+                for n in (
+                    "on_node_start",
+                    "on_node_end",
+                    "on_handoff",
+                    "on_tool_start",
+                    "on_tool_end",
+                    "on_reasoning_step",
+                )
+            )
+        )
 
 
 def make_tree(**behaviours) -> AgentTree:
@@ -43,8 +54,17 @@ async def test_hooks_fire_in_order_with_the_right_arguments():
     rec = Recorder()
     result = await SupervisorOrchestrator(tree, hooks=rec.hooks(), planner=lambda q: {"q": q}).run("hello")
     names = [c[0] for c in rec.calls]
-    assert names == ["on_node_start", "on_reasoning_step", "on_node_start", "on_reasoning_step", "on_tool_start",
-                     "on_tool_end", "on_node_end", "on_handoff", "on_node_end"]
+    assert names == [
+        "on_node_start",
+        "on_reasoning_step",
+        "on_node_start",
+        "on_reasoning_step",
+        "on_tool_start",
+        "on_tool_end",
+        "on_node_end",
+        "on_handoff",
+        "on_node_end",
+    ]
     root_start, plan_step, child_start, thought, tool_start, tool_end, child_end, handoff, root_end = rec.calls
     assert root_start[1].name == "sup" and root_start[2] == "hello"
     assert plan_step[1:] == ("sup", 'plan: {"q": "hello"}')

@@ -8,8 +8,13 @@ from agent_tree import policy
 
 
 def handoff(agent: str, status: str, summary: str = "", payload: dict | None = None) -> dict:
-    return {"from_agent": agent, "to_agent": "sup", "status": status, "summary": summary or f"{agent} {status}",
-            "payload": payload or {}}
+    return {
+        "from_agent": agent,
+        "to_agent": "sup",
+        "status": status,
+        "summary": summary or f"{agent} {status}",
+        "payload": payload or {},
+    }
 
 
 def run(children, replies, max_steps=10, plan=None, context=None):

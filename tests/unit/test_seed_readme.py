@@ -62,7 +62,14 @@ async def test_orchestrator_block_runs_with_hooks_and_planner():
 
         return hook
 
-    for hook in ("my_start_hook", "my_end_hook", "my_handoff_hook", "my_tool_start_hook", "my_tool_end_hook", "my_reason_hook"):
+    for hook in (
+        "my_start_hook",
+        "my_end_hook",
+        "my_handoff_hook",
+        "my_tool_start_hook",
+        "my_tool_end_hook",
+        "my_reason_hook",
+    ):
         ns[hook] = recorder(hook)
 
     # The seed's nodes get their behaviour (the seed's demo.py did this); the block itself is unchanged.

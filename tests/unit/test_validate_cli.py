@@ -68,7 +68,13 @@ def test_missing_file_and_multi_document_files(tmp_path, capsys):
 
 def test_validate_reads_stdin():
     text = (ROOT / "examples/invoice/agentrun.yaml").read_text()
-    proc = subprocess.run([sys.executable, "-m", "agent_tree.cli", "validate", "-f", "-"], input=text,
-                          capture_output=True, text=True, cwd=ROOT, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent_tree.cli", "validate", "-f", "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "AgentRun why-4821" in proc.stdout

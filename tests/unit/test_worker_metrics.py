@@ -47,7 +47,9 @@ def test_record_steps_counts_turn_ends_and_handoffs_by_the_agent_they_are_about(
         ]
     )
     assert sample("agent_tree_worker_agent_turns_total", agent="triage", status="ok") == turns + 1
-    assert sample("agent_tree_worker_handoffs_total", agent="triage", to_agent="supervisor", status="ok") == handoffs + 1
+    assert (
+        sample("agent_tree_worker_handoffs_total", agent="triage", to_agent="supervisor", status="ok") == handoffs + 1
+    )
     assert sample("agent_tree_worker_agent_turns_total", agent="supervisor", status="completed") == root + 1
 
 

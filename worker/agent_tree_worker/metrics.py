@@ -49,7 +49,9 @@ HANDOFFS = Counter(
     ["agent", "to_agent", "status"],
 )
 MODEL_CALLS = Counter(
-    "agent_tree_worker_model_calls_total", "Chat Completions calls, by agent, model and result.", ["agent", "model", "result"]
+    "agent_tree_worker_model_calls_total",
+    "Chat Completions calls, by agent, model and result.",
+    ["agent", "model", "result"],
 )
 MODEL_SECONDS = Histogram(
     "agent_tree_worker_model_call_duration_seconds",
