@@ -1,0 +1,127 @@
+"""Record Temporal histories of real runs for the replay tests (tests/unit/test_replay.py).
+
+    .venv/bin/python hack/record_histories.py OUT_DIR
+
+Starts private Temporal, PostgreSQL and Redis instances (tests/integration/services.py), runs three
+scenarios with one in-process worker per agent — the invoice example, an LLM tree with tool calls
+against the local OpenAI-compatible test server, and a run cancelled while a tool call is held — and
+writes each workflow history of each run (the run's workflow and, on engines that have them, its
+child workflows) as Temporal's JSON to ``OUT_DIR/<scenario>/<n>-<workflow type>.json``.
+
+Histories are committed per engine generation (``tests/unit/histories/<engine>/``): a history made by
+an older engine must keep replaying on the current workflow code (docs/durable-runs.md, "Changing
+workflow code"). To record with an older engine, run this script from a checkout of that commit
+(``git worktree add``) with the same venv, putting that checkout first on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO / "tests" / "integration"), str(REPO / "examples" / "invoice")]
+
+from agent_tree_worker.store import HistoryStore  # noqa: E402
+from durable_support import API_KEY, in_process_workers, unique, wait_for  # noqa: E402
+from fake_openai import FakeOpenAI  # noqa: E402
+from services import Postgres, Redis, Temporal  # noqa: E402
+from temporalio.api.enums.v1 import EventType  # noqa: E402
+from temporalio.client import Client, WorkflowHandle  # noqa: E402
+
+from agent_tree import naming  # noqa: E402
+from agent_tree.cli import load_tree  # noqa: E402
+
+try:  # the contract's one start_run (engine v2), else the v1 worker client
+    from agent_tree.contract import run_input, start_run
+except ImportError:  # pragma: no cover - older engines
+    from agent_tree_worker.client import run_input, start_run
+
+
+async def histories(client: Client, workflow_id: str) -> list[tuple[str, Any]]:
+    """The history of ``workflow_id`` and, depth first, of every child workflow it started."""
+    handle: WorkflowHandle = client.get_workflow_handle(workflow_id)
+    history = await handle.fetch_history()
+    out: list[tuple[str, Any]] = [
+        (history.events[0].workflow_execution_started_event_attributes.workflow_type.name, history)
+    ]
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
+            out += await histories(client, event.start_child_workflow_execution_initiated_event_attributes.workflow_id)
+    return out
+
+
+async def write(client: Client, out: Path, scenario: str, workflow_id: str) -> None:
+    folder = out / scenario
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = {}
+    for i, (kind, history) in enumerate(await histories(client, workflow_id)):
+        (folder / f"{i:02d}-{kind}.json").write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+        ids[f"{i:02d}-{kind}"] = history.workflow_id  # replay needs the id: child ids derive from it
+    (folder / "workflow_ids.json").write_text(json.dumps(ids, indent=1) + "\n")
+    print(f"{scenario}: {i + 1} histories", file=sys.stderr)
+
+
+async def run_and_record(
+    client: Client, out: Path, scenario: str, spec: Any, tree: str, question: str, urls: tuple[str, str]
+) -> None:
+    namespace = unique(scenario)
+    queues = [naming.task_queue(namespace, tree, a.name) for a in spec.agents]
+    async with in_process_workers(client, queues, *urls):
+        inp = run_input(namespace, tree, spec, name=unique("run"), uid=uuid.uuid4().hex[:8], input=question)
+        handle = await start_run(client, inp)
+        await asyncio.wait_for(handle.result(), 120)
+    await write(client, out, scenario, handle.id)
+
+
+async def main(out: Path) -> None:
+    import test_durable_failures as failures
+    import test_durable_llm as llm
+
+    root = Path(tempfile.mkdtemp(prefix="record-histories-"))
+    os.environ["DURABLE_TEST_DIR"] = str(root)
+    os.environ["AGENT_TREE_MODEL_API_KEY"] = API_KEY
+    temporal, pg = Temporal(root).start(), Postgres(root).start()
+    (root / "redis").mkdir()
+    redis = Redis(root / "redis").start()
+    urls = (pg.url, redis.url)
+    try:
+        store = HistoryStore(pg.url)
+        await store.migrate()
+        await store.close()
+        client = await Client.connect(temporal.address)
+        tree, _ = load_tree(str(REPO / "examples" / "invoice" / "agenttree.yaml"))
+        await run_and_record(client, out, "invoice", tree.spec, "invoice", "Why was invoice #4821 rejected?", urls)
+
+        with FakeOpenAI() as server:
+            llm.script(server, "replay", [*llm.TOOL_TURNS, {"content": json.dumps(llm.GOOD)}], [])
+            spec = llm.llm_tree(server.base_url, "replay")
+            await run_and_record(client, out, "llm-tools", spec, "ap", "Why was invoice #4821 rejected?", urls)
+
+        namespace, key = unique("cancel"), unique("k")
+        queues = failures.queues(namespace, "office", "intake", "bookkeeper")
+        async with in_process_workers(client, queues, *urls):
+            handle = await failures.start_books(client, namespace, key)
+            await wait_for(lambda: (root / f"holding-{key}").exists(), "the gated tool call to start")
+            await handle.cancel()
+            try:
+                await asyncio.wait_for(handle.result(), 60)
+            except Exception as exc:  # the cancelled run's failure is the point
+                print(f"cancelled: {type(exc).__name__}", file=sys.stderr)
+        await write(client, out, "cancelled", handle.id)
+    finally:
+        redis.stop()
+        pg.cleanup()
+        temporal.stop()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    asyncio.run(main(Path(sys.argv[1]).resolve()))
