@@ -10,10 +10,12 @@ What it measures, each against a baseline taken in the same script:
    (``kubectl``-style creates through the API server; the Succeeded phase seen on a watch), with the
    operator as a real process and the workers as pods the pod runner runs as processes: first
    ``--sequential`` runs one at a time (latency without queueing), then ``--runs`` AgentRuns created
-   at once, ``--batches`` times. Baseline: bare Temporal workflows of the same shape on the same dev
-   server (a parent on one task queue running 3 child workflows in turn, each on its own task queue
-   and running one activity: 3 turns + 3 tool calls), ``--sequential`` one at a time and ``--runs``
-   at once ``--bare-batches`` times, with one in-process worker per queue.
+   at once, ``--batches`` times. Baselines on the same dev server, ``--sequential`` one at a time and
+   ``--runs`` at once ``--bare-batches`` times, one in-process worker per queue: **bare flat** (the
+   headline baseline: the minimal Temporal program of the same shape, a workflow on the root's queue
+   running per agent a turn activity and a tool activity on that agent's own queue: 3 turns + 3 tool
+   calls, no child workflows) and **bare child** (a parent running 3 child workflows in turn, each on
+   its own queue running one activity: engine v1's shape).
 2. **Status patches per run**, counted from the API server's audit log, against the number of
    progress steps each run streamed (what a patch-per-step design would write).
 3. **Operator memory** (RSS of the process): idle with no runs (the baseline), after
@@ -66,6 +68,21 @@ class BareTurn:
     @workflow.run
     async def run(self, value: str) -> str:
         return await workflow.execute_activity(tool_activity, value, start_to_close_timeout=timedelta(seconds=60))
+
+
+@workflow.defn(name="BenchBareFlatRun")
+class BareFlatRun:
+    """The minimal Temporal program of an invoice run's shape: per agent, a turn activity and a tool
+    activity, each on that agent's own task queue; no child workflows (issue 11's baseline)."""
+
+    @workflow.run
+    async def run(self, queues: list[str]) -> int:
+        for i, queue in enumerate(queues):
+            for kind in ("turn", "tool"):
+                await workflow.execute_activity(
+                    tool_activity, f"{kind}-{i}", task_queue=queue, start_to_close_timeout=timedelta(seconds=60)
+                )
+        return 2 * len(queues)
 
 
 @workflow.defn(name="BenchBareRun")
@@ -302,7 +319,8 @@ def agentrun_batches(
     return summary(latencies, throughputs), rss
 
 
-async def bare_batches(address: str, runs: int, batches: int, sequential: int) -> dict[str, Any]:
+async def bare_batches(address: str, runs: int, batches: int, sequential: int, flat: bool) -> dict[str, Any]:
+    """Bare workflows ``runs`` at once, ``batches`` times: ``flat`` = BareFlatRun, else BareRun (child workflows)."""
     sys.path.insert(0, str(HERE))
     import bench_platform as mod  # the module the workflow sandbox imports
     from temporalio.client import Client
@@ -315,7 +333,8 @@ async def bare_batches(address: str, runs: int, batches: int, sequential: int) -
     runner = SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules("bench_platform")
     )
-    workers = [Worker(client, task_queue=root, workflows=[mod.BareRun], workflow_runner=runner)] + [
+    parent = mod.BareFlatRun if flat else mod.BareRun
+    workers = [Worker(client, task_queue=root, workflows=[parent], workflow_runner=runner)] + [
         Worker(client, task_queue=q, workflows=[mod.BareTurn], activities=[mod.tool_activity], workflow_runner=runner)
         for q in turns
     ]
@@ -324,11 +343,11 @@ async def bare_batches(address: str, runs: int, batches: int, sequential: int) -
     for w in workers:
         await w.__aenter__()
     try:
-        await client.execute_workflow(mod.BareRun.run, turns, id=f"{prefix}-warmup", task_queue=root)
+        await client.execute_workflow(parent.run, turns, id=f"{prefix}-warmup", task_queue=root)
 
         async def one(i: int, b: int) -> tuple[float, float]:
             began = time.monotonic()
-            await client.execute_workflow(mod.BareRun.run, turns, id=f"{prefix}-{b}-{i}", task_queue=root)
+            await client.execute_workflow(parent.run, turns, id=f"{prefix}-{b}-{i}", task_queue=root)
             return began, time.monotonic()
 
         seq = []
@@ -339,7 +358,8 @@ async def bare_batches(address: str, runs: int, batches: int, sequential: int) -
             results = await asyncio.gather(*(one(i, b) for i in range(runs)))
             latencies += [end - began for began, end in results]
             throughputs.append(runs / (max(e for _, e in results) - min(s for s, _ in results)))
-            print(f"  bare batch {b + 1}/{batches}: {throughputs[-1]:.2f} runs/s", file=sys.stderr, flush=True)
+            what = "bare flat" if flat else "bare child-workflow"
+            print(f"  {what} batch {b + 1}/{batches}: {throughputs[-1]:.2f} runs/s", file=sys.stderr, flush=True)
     finally:
         for w in workers:
             await w.__aexit__(None, None, None)
@@ -431,8 +451,12 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         names = [f"run-{b:02d}-{i:03d}" for b in range(args.batches) for i in range(args.runs)]
         report["status"] = status_patches(platform, namespace, names)
         print(f"bare workflows: {args.bare_batches} x {args.runs} at once ...", file=sys.stderr, flush=True)
-        bare = asyncio.run(bare_batches(platform.temporal_address, args.runs, args.bare_batches, args.sequential))
+        bare = asyncio.run(bare_batches(platform.temporal_address, args.runs, args.bare_batches, args.sequential, True))
         report["bare_sequential"], report["bare"] = bare["sequential"], bare["batches"]
+        child = asyncio.run(
+            bare_batches(platform.temporal_address, args.runs, args.bare_batches, args.sequential, False)
+        )
+        report["bare_child_sequential"], report["bare_child"] = child["sequential"], child["batches"]
         report["operator_rss_finished_mib"] = settled_rss(operator.proc.pid)
 
         api.create_namespaced_custom_object(GROUP, VERSION, namespace, "agenttrees", invoice_tree("held", held=True))
@@ -454,6 +478,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             "latency_p50_one_at_a_time_agentrun_vs_bare": a1["latency_p50_s"] / b1["latency_p50_s"],
             "latency_p99_one_at_a_time_agentrun_vs_bare": a1["latency_p99_s"] / b1["latency_p99_s"],
             "throughput_agentrun_vs_bare": a["throughput_runs_per_s"] / bare["throughput_runs_per_s"],
+            "throughput_agentrun_vs_bare_child": a["throughput_runs_per_s"]
+            / report["bare_child"]["throughput_runs_per_s"],
             "latency_p50_agentrun_vs_bare": a["latency_p50_s"] / bare["latency_p50_s"],
             "latency_p99_agentrun_vs_bare": a["latency_p99_s"] / bare["latency_p99_s"],
             "status_patches_vs_stream_entries": report["status"]["patches_per_run_mean"]
@@ -493,7 +519,10 @@ def markdown(r: dict[str, Any]) -> str:
             f"| latency create -> Succeeded, one at a time, p99 (s) | {a1['latency_p99_s']:.2f} | "
             f"{b1['latency_p99_s']:.2f} (bare) | {q['latency_p99_one_at_a_time_agentrun_vs_bare']:.1f} |",
             f"| throughput, {r['runs_per_batch']} at once (runs/s, median of batches) | {a['throughput_runs_per_s']:.2f} | "
-            f"{b['throughput_runs_per_s']:.2f} (bare workflows) | {q['throughput_agentrun_vs_bare']:.2f} |",
+            f"{b['throughput_runs_per_s']:.2f} (bare flat) | {q['throughput_agentrun_vs_bare']:.2f} |",
+            f"| throughput, {r['runs_per_batch']} at once, vs child-workflow baseline | {a['throughput_runs_per_s']:.2f} | "
+            f"{r['bare_child']['throughput_runs_per_s']:.2f} (bare, 3 child workflows) | "
+            f"{q['throughput_agentrun_vs_bare_child']:.2f} |",
             f"| latency, {r['runs_per_batch']} at once, p50 (s) | {a['latency_p50_s']:.2f} | {b['latency_p50_s']:.2f} (bare) | "
             f"{q['latency_p50_agentrun_vs_bare']:.1f} |",
             f"| latency, {r['runs_per_batch']} at once, p99 (s) | {a['latency_p99_s']:.2f} | {b['latency_p99_s']:.2f} (bare) | "
