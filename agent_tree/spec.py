@@ -235,7 +235,7 @@ def tree_problems(spec: AgentTreeSpec) -> list[str]:
         if not agent.children and agent.entrypoint is None and agent.model is None:
             problems.append(
                 f"agents[{i}]: agent {agent.name!r} has no entrypoint, no model and no children; "
-                "set entrypoint: 'module:function' or model: {{name: ...}}"
+                "set entrypoint: 'module:function' or model: {name: ...}"
             )
     if problems:
         return problems

@@ -31,6 +31,7 @@ def test_bad_manifest_is_rejected_naming_the_field(path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"FAIL {path}")
     assert expectation(path) in err
+    assert "{{" not in err and "}}" not in err, "a format string leaked doubled braces into the message"
 
 
 def test_examples_validate_and_resolve(capsys):
