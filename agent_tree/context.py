@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from agent_tree import output_schema, usage
 from agent_tree.hooks import OrchestratorHooks
 from agent_tree.models import HandoffResult, HandoffStatus, HandoffTraces, ToolResult
 from agent_tree.node import error_message, maybe_await
 
 if TYPE_CHECKING:
+    from agent_tree.models import SupervisorResult
     from agent_tree.node import AgentNode
 
 ToolRunner = Callable[["AgentNode", str, dict[str, Any]], Awaitable[ToolResult]]
@@ -59,10 +61,23 @@ class RunContext:
         """Call one of this agent's tools; never raises (errors come back in the ToolResult)."""
         await self.hooks.fire("on_tool_start", name, args)
         result = await self.tool_runner(self.node, name, args)
-        self.traces.tool_calls.append(name)
-        self.traces.tool_results.append(result)
+        self.record_tool(name, result)
         await self.hooks.fire("on_tool_end", name, result)
         return result
+
+    def record_tool(self, name: str, result: ToolResult) -> None:
+        """Add a tool call to the turn's traces; an agent called as a tool adds its own tool calls
+        and tokens too, so they count in this turn and in the run."""
+        self.traces.tool_calls.append(name)
+        self.traces.tool_results.append(result)
+        tool = self.node.tools.get(name)
+        inner = usage.agent_tool_traces(result.status, result.output) if tool and tool.agent else None
+        if inner is not None:
+            self.traces.tool_calls.extend(inner.get("tool_calls") or [])
+            self.traces.tool_results.extend(
+                ToolResult.model_validate(r, strict=False) for r in inner.get("tool_results") or []
+            )
+            self.add_tokens(int(inner.get("token_usage") or 0))
 
     async def reason(self, thought: str) -> None:
         """Record a reasoning step (fires ``on_reasoning_step``)."""
@@ -144,8 +159,7 @@ async def run_turn(
             sub = await supervise(
                 node, input, ctx.context, hooks=ctx.hooks, max_steps=max_steps, tool_runner=tool_runner
             )
-            status: HandoffStatus = "ok" if sub.status == "completed" else "failed"
-            return ctx.handoff(status, sub.answer, sub.payload)
+            return supervisor_handoff(ctx, sub)
         return ctx.failed(
             f"agent {node.name!r} has no behaviour: give it one with node.set_behaviour(fn), "
             "an 'entrypoint' or a 'model' in the manifest"
@@ -154,4 +168,22 @@ async def run_turn(
         value = await maybe_await(node.behaviour(ctx))
     except Exception as exc:
         return ctx.failed(f"agent {node.name!r} raised {error_message(exc)}")
-    return coerce_handoff(ctx, value)
+    result = coerce_handoff(ctx, value)
+    if getattr(node.behaviour, "checks_own_output", False):
+        return result  # a model agent checks (and repairs) its reply itself; a model supervisor only routes
+    return check_output(node, result)
+
+
+def check_output(node: AgentNode, result: HandoffResult) -> HandoffResult:
+    """``result`` as a failed turn naming every violation when its payload misses ``node.output_schema``."""
+    failure = output_schema.payload_violation(node.name, node.output_schema, result.status, result.payload)
+    return result if failure is None else result.model_copy(update=failure)
+
+
+def supervisor_handoff(ctx: RunContext, sub: SupervisorResult, routing_tokens: int = 0) -> HandoffResult:
+    """The handoff of a nested supervisor: its answer, with its children's tool calls and tokens."""
+    handoffs = [h.model_dump() for h in sub.handoffs]
+    ctx.traces = HandoffTraces.model_validate(
+        usage.supervisor_traces(handoffs, sub.token_usage + routing_tokens), strict=False
+    )
+    return ctx.handoff("ok" if sub.status == "completed" else "failed", sub.answer, sub.payload)

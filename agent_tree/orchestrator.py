@@ -10,7 +10,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from agent_tree import policy
+from agent_tree import policy, usage
 from agent_tree.context import ToolRunner, run_turn
 from agent_tree.hooks import OrchestratorHooks
 from agent_tree.models import HandoffResult, SupervisorResult
@@ -25,15 +25,28 @@ Planner = Callable[[str], "dict[str, Any] | Awaitable[dict[str, Any]]"]
 
 async def make_plan(planner: Planner | None, user_input: str) -> dict[str, Any] | None:
     """Call the planner; a planner that fails or returns a non-dict yields ``{"error": ...}``."""
-    if planner is None:
-        return None
-    try:
-        plan = await maybe_await(planner(user_input))
-    except Exception as exc:
-        return {"error": f"planner raised {error_message(exc)}"}
-    if not isinstance(plan, dict):
-        return {"error": f"planner returned {type(plan).__name__}, expected a dict"}
+    plan, _ = await plan_with_usage(planner, user_input)
     return plan
+
+
+async def plan_with_usage(planner: Planner | None, user_input: str) -> tuple[dict[str, Any] | None, list[dict]]:
+    """:func:`make_plan`, plus the model calls the planner reported (``usage.report_model_usage``):
+    a model supervisor's routing call, or a planner entrypoint's own model calls."""
+    if planner is None:
+        return None, []
+    calls: list[dict[str, Any]] = []
+
+    async def collect(record: dict[str, Any]) -> None:
+        calls.append(record)
+
+    with usage.collecting(collect):
+        try:
+            plan = await maybe_await(planner(user_input))
+        except Exception as exc:
+            return {"error": f"planner raised {error_message(exc)}"}, calls
+    if not isinstance(plan, dict):
+        return {"error": f"planner returned {type(plan).__name__}, expected a dict"}, calls
+    return plan, calls
 
 
 def plan_thought(plan: dict[str, Any]) -> str:
@@ -121,7 +134,7 @@ class SupervisorOrchestrator:
         """Run the tree on ``user_input`` and return the supervisor's result."""
         root = self.tree.root
         await self.hooks.fire("on_node_start", root, user_input)
-        plan = await make_plan(self.planner, user_input)
+        plan, calls = await plan_with_usage(self.planner, user_input)
         if plan is not None:
             await self.hooks.fire("on_reasoning_step", root.name, plan_thought(plan))
         result = await supervise(
@@ -133,5 +146,7 @@ class SupervisorOrchestrator:
             plan=plan,
             tool_runner=self.tool_runner,
         )
+        # The planner's (or the model supervisor's routing) model calls are the run's tokens too.
+        result = result.model_copy(update={"token_usage": result.token_usage + usage.total_tokens(calls)})
         await self.hooks.fire("on_node_end", root, result)
         return result

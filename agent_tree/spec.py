@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agent_tree import output_schema
 from agent_tree.naming import API_VERSION
 from agent_tree.registry import ENTRYPOINT_RE
 
@@ -232,6 +233,9 @@ def tree_problems(spec: AgentTreeSpec) -> list[str]:
                 problems.append(f"agents[{i}].tools[{t}].agent: unknown agent {tool.agent!r}")
             elif tool.agent == agent.name:
                 problems.append(f"agents[{i}].tools[{t}].agent: agent {agent.name!r} cannot be its own tool")
+        problem = output_schema.schema_problem(agent.outputSchema) if agent.outputSchema is not None else None
+        if problem is not None:
+            problems.append(f"agents[{i}].outputSchema: {problem}; fix the schema (https://json-schema.org)")
         if not agent.children and agent.entrypoint is None and agent.model is None:
             problems.append(
                 f"agents[{i}]: agent {agent.name!r} has no entrypoint, no model and no children; "

@@ -28,9 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import jsonschema
-
-from agent_tree import registry
+from agent_tree import output_schema, registry, usage
 from agent_tree.spec import AgentSpec
 
 if TYPE_CHECKING:
@@ -41,7 +39,6 @@ HANDOFF_STATUSES = ("ok", "needs_more_info", "failed")
 TRANSFER_PREFIX = "transfer_to_"
 SUMMARY_LIMIT = 4000
 MAX_OUTPUT_BYTES = 256 * 1024
-MAX_ERRORS = 10
 SECRETS_DIR_ENV = "AGENT_TREE_SECRETS_DIR"
 DEFAULT_SECRETS_DIR = "/var/run/secrets/agent-tree"
 
@@ -100,6 +97,8 @@ class ChatState:
     tool_calls: tuple[str, ...] = ()
     tool_results: tuple[dict[str, Any], ...] = ()
     reasoning: tuple[str, ...] = field(default=())
+    # Tools that are agents: their tool calls and tokens count in this turn's traces (observe_tool).
+    agent_tools: tuple[str, ...] = ()
 
     def traces(self) -> dict[str, Any]:
         """The turn's HandoffTraces as a dict."""
@@ -133,6 +132,7 @@ def start(agent: dict[str, Any], user_input: str, context: dict[str, Any] | None
     return ChatState(
         agent=agent["name"],
         tools=tuple(t["name"] for t in agent.get("tools") or ()),
+        agent_tools=tuple(t["name"] for t in agent.get("tools") or () if t.get("agent")),
         schema=agent.get("outputSchema"),
         max_turns=int(model.get("maxTurns") or 8),
         max_repairs=int(model.get("maxRepairs", 1)),
@@ -226,15 +226,20 @@ def tool_message_content(result: dict[str, Any]) -> Any:
 
 
 def observe_tool(state: ChatState, call: ToolCall, result: dict[str, Any]) -> ChatState:
-    """Fold one tool result (a ToolResult as a dict) in."""
+    """Fold one tool result (a ToolResult as a dict) in; an agent called as a tool adds its own
+    tool calls and tokens to the turn's traces."""
     message = {"role": "tool", "tool_call_id": call.id, "content": tool_message_content(result)}
     pending = tuple(p for p in state.pending if p.id != call.id)
+    inner = usage.agent_tool_traces(result.get("status", "ok"), result.get("output"))
+    if call.name not in state.agent_tools or inner is None:
+        inner = {}
     state = replace(
         state,
         messages=(*state.messages, message),
         pending=pending,
-        tool_calls=(*state.tool_calls, call.name),
-        tool_results=(*state.tool_results, result),
+        tool_calls=(*state.tool_calls, call.name, *(inner.get("tool_calls") or ())),
+        tool_results=(*state.tool_results, result, *(inner.get("tool_results") or ())),
+        tokens=state.tokens + max(0, int(inner.get("token_usage") or 0)),
     )
     if not pending and state.turns >= state.max_turns:
         summary = f"agent {state.agent!r} stopped after maxTurns={state.max_turns} model calls without a final answer"
@@ -273,15 +278,7 @@ def interpret_final(schema: dict[str, Any] | None, content: Any) -> dict[str, An
             why = parse_error or f"it is a JSON {type(parsed).__name__}"
             errors.append(f"the reply must be a JSON object: {why}")
         else:
-            try:
-                validator_cls = jsonschema.validators.validator_for(schema)
-                validator_cls.check_schema(schema)
-                found = sorted(validator_cls(schema).iter_errors(parsed), key=lambda e: list(e.absolute_path))
-                for err in found[:MAX_ERRORS]:
-                    where = "/".join(str(p) for p in err.absolute_path) or "(root)"
-                    errors.append(f"{where}: {err.message}")
-            except jsonschema.SchemaError as exc:
-                errors.append(f"the agent's outputSchema is not a valid JSON Schema: {exc.message}")
+            errors.extend(output_schema.validation_errors(schema, parsed))
             if isinstance(parsed.get("summary"), str):
                 summary = _truncate(parsed["summary"])
     elif (
@@ -354,6 +351,7 @@ def make_router(agent: AgentSpec, children: list[tuple[str, str]]) -> Callable[[
 
     async def route(user_input: str) -> dict[str, Any]:
         response = await call_model(agent, router_messages(agent_dict, user_input), router_tools(children))
+        await usage.report_model_usage(agent.name, response.get("usage"), response.get("model"))
         return plan_from_response(names, response)
 
     return route
@@ -511,8 +509,7 @@ async def _call_tool(ctx: RunContext, call: ToolCall) -> dict[str, Any]:
         result = ToolResult.model_validate(error_result(call))
     else:
         result = await ctx.tool_runner(ctx.node, call.name, dict(call.args))
-    ctx.traces.tool_calls.append(call.name)
-    ctx.traces.tool_results.append(result)
+    ctx.record_tool(call.name, result)
     await ctx.hooks.fire("on_tool_end", call.name, result)
     return {
         "tool_name": result.tool_name,
@@ -546,6 +543,7 @@ async def run_chat(agent: AgentSpec, ctx: RunContext) -> HandoffResult:
             seen = len(state.reasoning)
             state = observe_model(state, response)
             ctx.add_tokens(int((response.get("usage") or {}).get("total_tokens") or 0))
+            await usage.report_model_usage(agent.name, response.get("usage"), response.get("model"))
             for thought in state.reasoning[seen:]:
                 await ctx.reason(thought)
             continue
@@ -558,17 +556,19 @@ def make_behaviour(agent: AgentSpec) -> Callable[[RunContext], Any]:
 
     async def behaviour(ctx: RunContext) -> HandoffResult:
         if ctx.node.children:
-            from agent_tree.orchestrator import make_plan, plan_thought, supervise
+            from agent_tree.context import supervisor_handoff
+            from agent_tree.orchestrator import plan_thought, plan_with_usage, supervise
 
             children = [(c.name, c.description) for c in ctx.node.children]
-            plan = await make_plan(make_router(agent, children), ctx.input)
+            plan, calls = await plan_with_usage(make_router(agent, children), ctx.input)
             if plan is not None:
                 await ctx.hooks.fire("on_reasoning_step", ctx.node.name, plan_thought(plan))
             sub = await supervise(
                 ctx.node, ctx.input, ctx.context, hooks=ctx.hooks, plan=plan, tool_runner=ctx.tool_runner
             )
-            return ctx.handoff("ok" if sub.status == "completed" else "failed", sub.answer, sub.payload)
+            return supervisor_handoff(ctx, sub, usage.total_tokens(calls))
         return await run_chat(agent, ctx)
 
     behaviour.__name__ = f"model_agent_{agent.name.replace('-', '_')}"
+    behaviour.checks_own_output = True  # type: ignore[attr-defined]  # see agent_tree.context.run_turn
     return behaviour
