@@ -90,11 +90,11 @@ async def test_worker_metrics_count_exactly_what_ran(
     assert delta("agent_tree_worker_model_call_duration_seconds_count", agent="billing", model=model) == 3
     assert delta("agent_tree_worker_model_tokens_total", agent="billing", model=model, kind="prompt") == 3 * 11
     assert delta("agent_tree_worker_model_tokens_total", agent="billing", model=model, kind="completion") == 3 * 7
-    assert delta("agent_tree_worker_tool_calls_total", agent="billing", tool="lookup", status="ok") == 1
+    assert delta("agent_tree_worker_tool_calls_total", agent="billing", tool="lookup", result="ok") == 1
     assert delta("agent_tree_worker_tool_call_duration_seconds_count", agent="billing", tool="lookup") == 1
-    assert delta("agent_tree_worker_handoffs_total", agent="billing", to_agent="desk", status="ok") == 1
-    assert delta("agent_tree_worker_agent_turns_total", agent="billing", status="ok") == 1
-    assert delta("agent_tree_worker_agent_turns_total", agent="desk", status="completed") == 1
+    assert delta("agent_tree_worker_handoffs_total", agent="billing", to_agent="desk", result="ok") == 1
+    assert delta("agent_tree_worker_agent_turns_total", agent="billing", result="ok") == 1
+    assert delta("agent_tree_worker_agent_turns_total", agent="desk", result="completed") == 1
     # Recorded in the workflow (replay-safe meter), exported through the Temporal bridge.
     assert delta("agent_tree_worker_structured_output_repairs_total", agent="billing") == 1
     assert delta("agent_tree_worker_structured_output_failures_total", agent="billing") == 0
@@ -120,5 +120,5 @@ async def test_worker_metrics_count_exactly_what_ran(
     after = scrape(port)
     assert delta("agent_tree_worker_structured_output_repairs_total", agent="billing") == 1
     assert delta("agent_tree_worker_structured_output_failures_total", agent="billing") == 1
-    assert delta("agent_tree_worker_handoffs_total", agent="billing", status="failed") == 1
-    assert delta("agent_tree_worker_agent_turns_total", agent="desk", status="failed") == 1
+    assert delta("agent_tree_worker_handoffs_total", agent="billing", result="failed") == 1
+    assert delta("agent_tree_worker_agent_turns_total", agent="desk", result="failed") == 1

@@ -501,6 +501,8 @@ def test_pod_monitor_scrapes_the_operators_worker_pods(helm: str, tmp_path: Path
     assert selector.items() <= labels.items()  # it selects exactly the pods the operator creates
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["port"] == METRICS_PORT_NAME and endpoint["path"] == "/metrics"
+    # The Temporal SDK's series carry the Temporal `namespace`: kept, not renamed exported_namespace.
+    assert endpoint["honorLabels"] is True
     assert monitor["spec"]["namespaceSelector"] == {"any": True}  # cluster-wide operator
     namespaced = render(helm, tmp_path, {**NAMESPACED, "metrics": {"podMonitor": {"enabled": True}}})
     assert one(namespaced, "PodMonitor")["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
@@ -533,6 +535,65 @@ def defined_metric_names() -> set[str]:
     names.add(f"{worker_metrics.REPAIRS}_total")
     names.add(f"{worker_metrics.REPAIR_FAILURES}_total")
     return names
+
+
+def metric_labels() -> dict[str, set[str]]:
+    """Label names of every agent_tree_* series the operator and the workers export (by series name)."""
+    import agent_tree_operator.metrics as operator_metrics
+    import agent_tree_worker.metrics as worker_metrics
+    from prometheus_client.metrics import MetricWrapperBase
+
+    out: dict[str, set[str]] = {}
+    for module in (operator_metrics, worker_metrics):
+        for value in vars(module).values():
+            if isinstance(value, MetricWrapperBase):
+                labels = set(value._labelnames)
+                for metric in value.collect():
+                    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}.get(
+                        metric.type, [""]
+                    )
+                    for suffix in suffixes:
+                        out[metric.name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
+    # Recorded by workflows through workflow.metric_meter() with {"agent"} (workflows.py), bridged.
+    for name in (worker_metrics.REPAIRS, worker_metrics.REPAIR_FAILURES):
+        out[f"{name}_total"] = {"agent"}
+    return out
+
+
+def test_one_outcome_label_name_across_metrics() -> None:
+    """The outcome of what is counted is `result` everywhere (operator and workers), never `status`."""
+    labels = metric_labels()
+    assert labels["agent_tree_operator_reconciles_total"] >= {"result"}
+    for name in ("agent_tree_worker_agent_turns_total", "agent_tree_worker_handoffs_total",
+                 "agent_tree_worker_tool_calls_total", "agent_tree_worker_model_calls_total"):  # fmt: skip
+        assert "result" in labels[name], name
+    offenders = sorted(name for name, names in labels.items() if "status" in names)
+    assert not offenders, f"these metrics use `status` as their outcome label; use `result`: {offenders}"
+
+
+def test_dashboard_groups_and_filters_only_by_labels_the_metrics_have() -> None:
+    """A panel grouping by a label its metric lacks shows one unlabeled line: not an error in Grafana."""
+    import re
+
+    labels = metric_labels()
+    # Added by Prometheus from the target (and by the PodMonitor's relabelings).
+    target = {"namespace", "pod", "job", "instance", "service", "container", "endpoint", "tree", "worker_agent"}
+    dashboard = json.loads((CHART / "files" / "dashboards" / "agent-tree.json").read_text())
+    checked = 0
+    for panel in dashboard["panels"]:
+        for t in panel.get("targets", []):
+            expr = t["expr"]
+            for m in re.finditer(r"\bby \(([^)]*)\)\s*\((?:rate|increase|irate)?\(?\s*(agent_tree_[a-z_]+)", expr):
+                grouped = {x.strip() for x in m.group(1).split(",")}
+                missing = grouped - labels[m.group(2)] - target
+                assert not missing, f"panel {panel['title']!r}: {m.group(2)} has no label {sorted(missing)}"
+                checked += 1
+            for m in re.finditer(r"(agent_tree_[a-z_]+)\{([^}]*)\}", expr):
+                used = {x.split("=")[0].strip().rstrip("!~") for x in m.group(2).split(",") if x.strip()}
+                missing = used - labels[m.group(1)] - target
+                assert not missing, f"panel {panel['title']!r}: {m.group(1)} has no label {sorted(missing)}"
+                checked += 1
+    assert checked >= 15
 
 
 def test_dashboard_configmap_holds_the_dashboard_and_queries_only_real_metrics(helm: str, tmp_path: Path) -> None:

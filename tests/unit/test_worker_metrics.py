@@ -30,9 +30,9 @@ def sample(name: str, **labels: str) -> float:
 
 
 def test_record_steps_counts_turn_ends_and_handoffs_by_the_agent_they_are_about():
-    turns = sample("agent_tree_worker_agent_turns_total", agent="triage", status="ok")
-    handoffs = sample("agent_tree_worker_handoffs_total", agent="triage", to_agent="supervisor", status="ok")
-    root = sample("agent_tree_worker_agent_turns_total", agent="supervisor", status="completed")
+    turns = sample("agent_tree_worker_agent_turns_total", agent="triage", result="ok")
+    handoffs = sample("agent_tree_worker_handoffs_total", agent="triage", to_agent="supervisor", result="ok")
+    root = sample("agent_tree_worker_agent_turns_total", agent="supervisor", result="completed")
     metrics.record_steps(
         [
             {"type": "agent_start", "agent": "triage", "data": {"type": "agent_start", "agent": "triage"}},
@@ -46,11 +46,11 @@ def test_record_steps_counts_turn_ends_and_handoffs_by_the_agent_they_are_about(
             {"type": "agent_end", "agent": "supervisor", "data": {"agent": "supervisor", "status": "completed"}},
         ]
     )
-    assert sample("agent_tree_worker_agent_turns_total", agent="triage", status="ok") == turns + 1
+    assert sample("agent_tree_worker_agent_turns_total", agent="triage", result="ok") == turns + 1
     assert (
-        sample("agent_tree_worker_handoffs_total", agent="triage", to_agent="supervisor", status="ok") == handoffs + 1
+        sample("agent_tree_worker_handoffs_total", agent="triage", to_agent="supervisor", result="ok") == handoffs + 1
     )
-    assert sample("agent_tree_worker_agent_turns_total", agent="supervisor", status="completed") == root + 1
+    assert sample("agent_tree_worker_agent_turns_total", agent="supervisor", result="completed") == root + 1
 
 
 def test_model_call_records_latency_result_and_tokens():
@@ -82,7 +82,7 @@ async def test_tool_calls_are_recorded_by_tool_and_status():
     for tool in (fine, broken, not_json):
         node.add_tool(tool)
     before = {
-        (t, s): sample("agent_tree_worker_tool_calls_total", agent="spec-agent", tool=t, status=s)
+        (t, s): sample("agent_tree_worker_tool_calls_total", agent="spec-agent", tool=t, result=s)
         for t in ("fine", "broken", "not_json")
         for s in ("ok", "error")
     }
@@ -90,7 +90,7 @@ async def test_tool_calls_are_recorded_by_tool_and_status():
     assert (await execute_tool(node, "broken", {}, 5)).status == "error"
     assert (await execute_tool(node, "not_json", {}, 5)).status == "error"
     for (tool, status), expected in {("fine", "ok"): 1, ("broken", "error"): 1, ("not_json", "error"): 1}.items():
-        got = sample("agent_tree_worker_tool_calls_total", agent="spec-agent", tool=tool, status=status)
+        got = sample("agent_tree_worker_tool_calls_total", agent="spec-agent", tool=tool, result=status)
         assert got == before[(tool, status)] + expected, (tool, status)
     assert sample("agent_tree_worker_tool_call_duration_seconds_count", agent="spec-agent", tool="fine") >= 1
 

@@ -7,7 +7,7 @@ What is counted where (docs/observability.md has the full list and the cardinali
   writes them, so sum over all workers; labels name the agent the step is about. An activity retried
   after it wrote its steps counts them again (at-least-once, like every activity).
 - **model calls**: latency, result and tokens, in the ``model_call`` activity;
-- **tool calls**: latency and status (``error`` = the tool failed, timed out or returned non-JSON),
+- **tool calls**: latency and result (``error`` = the tool failed, timed out or returned non-JSON),
   where a tool actually runs (a call answered from the journal after a retry is not run again, and
   not counted again);
 - **structured-output repairs and failures**: in the workflow (the repair decision is taken there),
@@ -16,7 +16,8 @@ What is counted where (docs/observability.md has the full list and the cardinali
 - the Temporal SDK's own ``temporal_*`` metrics, through the same bridge.
 
 Labels are bounded by the tree spec: agent names (<= 50 per tree), tool names (<= 64 per agent), the
-spec's model name, and small enums (status, result, kind). Never a run id.
+spec's model name, and small enums (result, kind). Never a run id. The outcome label is ``result``
+on every metric that has one (the operator's too), whatever the step's own field is called.
 """
 
 from __future__ import annotations
@@ -39,14 +40,14 @@ TOOL_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 
 
 AGENT_TURNS = Counter(
     "agent_tree_worker_agent_turns_total",
-    "Agent turns ended (agent_end steps recorded), by agent and status (ok, needs_more_info, failed; "
-    "for a root agent the run's status: completed, failed, max_steps_reached, cancelled).",
-    ["agent", "status"],
+    "Agent turns ended (agent_end steps recorded), by agent and result (the turn's status: ok, "
+    "needs_more_info, failed; for a root agent the run's: completed, failed, max_steps_reached, cancelled).",
+    ["agent", "result"],
 )
 HANDOFFS = Counter(
     "agent_tree_worker_handoffs_total",
-    "Handoffs recorded (an agent handing its result back to its supervisor), by agent, supervisor and status.",
-    ["agent", "to_agent", "status"],
+    "Handoffs recorded (an agent handing its result back to its supervisor), by agent, supervisor and result.",
+    ["agent", "to_agent", "result"],
 )
 MODEL_CALLS = Counter(
     "agent_tree_worker_model_calls_total",
@@ -64,8 +65,8 @@ MODEL_TOKENS = Counter(
 )
 TOOL_CALLS = Counter(
     "agent_tree_worker_tool_calls_total",
-    "Tool calls run, by agent, tool and status (ok, error: failed, timed out or returned non-JSON).",
-    ["agent", "tool", "status"],
+    "Tool calls run, by agent, tool and result (ok, error: failed, timed out or returned non-JSON).",
+    ["agent", "tool", "result"],
 )
 TOOL_SECONDS = Histogram(
     "agent_tree_worker_tool_call_duration_seconds", "Latency of tool calls.", ["agent", "tool"], buckets=TOOL_BUCKETS
