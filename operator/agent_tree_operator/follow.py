@@ -2,9 +2,9 @@
 
 1. A workflow with the run's id exists already (an operator restart): follow it; its memo says which
    tree revision the run is pinned to.
-2. Otherwise wait for the tree (Pending, with the reason, until the tree exists and is valid), then
-   start ``AgentRunWorkflow`` with a snapshot of the tree spec and its revision: editing the tree later
-   never changes this run.
+2. Otherwise wait for the tree (Pending, with the reason, until the tree exists, is valid and is not
+   Degraded), then start ``AgentRunWorkflow`` with a snapshot of the tree spec and its revision:
+   editing the tree later never changes this run.
 3. Follow progress (the run's Redis stream; the workflow's ``progress`` query when Redis is away),
    fold it into the status summary, and write it with coalesced patches: at most one per
    ``AGENT_TREE_STATUS_INTERVAL_MS`` and only when something changed.
@@ -139,7 +139,8 @@ class RunFollower:
                 return False
             entries = list(self.trees.get(key, [])) if self.trees is not None else []
             raw = entries[0]["spec"] if entries else None
-            spec, reason, message = check_tree(self.namespace, tree_name, raw)
+            tree_status = entries[0].get("status") if entries else None
+            spec, reason, message = check_tree(self.namespace, tree_name, raw, tree_status)
             if spec is not None:
                 break
             self.live.pending(reason, message)
@@ -399,7 +400,13 @@ class RunFollower:
                     self.live.pending("TemporalUnavailable", f"waiting for Temporal at {address}: {exc}"[:300])
                     with contextlib.suppress(Exception):
                         await self.ctx.kube.patch_status(
-                            "agentruns", self.namespace, self.name, status_patch(self.written, self._desired()) or {}
+                            "agentruns",
+                            self.namespace,
+                            self.name,
+                            status_patch(
+                                self.written, self._desired(), generation=self.body["metadata"].get("generation")
+                            )
+                            or {},
                         )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopped.wait(), timeout=delay)

@@ -362,3 +362,25 @@ async def test_progress_query_fallback_also_prewarms_the_current_agent():
     await until(lambda: (NS, "invoice", "a") in ctx.autoscaler.prewarmed, "the pre-warm from the progress query")
     ctx.temporal.result.set_result(Outcome(result=RESULT))
     await asyncio.wait_for(task, 5)
+
+
+async def test_degraded_tree_keeps_the_run_pending_quoting_the_tree_then_it_starts():
+    refused = "spec.agents[0] (sup): worker pods refused (FailedCreate): pods is forbidden: exceeded quota: no-pods"
+    status = {"conditions": [{"type": "Degraded", "status": "True", "reason": "WorkersRefused", "message": refused}]}
+    trees = {(NS, "invoice"): [{"spec": TREE, "status": status}]}
+    ctx, _body, _stopped, follower = make(trees=trees)
+    task = asyncio.create_task(follower.run())
+    await until(lambda: ctx.kube.patches, "the Pending status")
+    pending = ctx.kube.status
+    reconciling = next(c for c in pending["conditions"] if c["type"] == "Reconciling")
+    assert pending["phase"] == "Pending" and reconciling["status"] == "True"
+    assert reconciling["reason"] == "TreeDegraded"
+    assert "(WorkersRefused)" in reconciling["message"] and refused in reconciling["message"]
+    assert pending["message"] == reconciling["message"] and ctx.temporal.started == []
+    # The quota goes: the tree's Degraded clears and the waiting run starts.
+    trees[(NS, "invoice")] = [{"spec": TREE, "status": {"conditions": [{"type": "Degraded", "status": "False"}]}}]
+    ctx.signals.notify((NS, "invoice"))
+    await until(lambda: ctx.temporal.started, "the start after the tree recovered")
+    ctx.temporal.result.set_result(Outcome(result=RESULT))
+    await asyncio.wait_for(task, 5)
+    assert ctx.kube.status["phase"] == "Succeeded"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 from agent_tree_operator.reconcile.conditions import get
@@ -16,16 +18,13 @@ from agent_tree_operator.reconcile.runs import (
     status_patch,
 )
 
+ROOT = Path(__file__).resolve().parents[2]
 NOW = "2026-01-01T00:00:00Z"
 LATER = "2026-01-01T00:00:07Z"
 
 
 def status(live: LiveRun, **kw) -> dict:
-    return live.status(
-        answer_max=kw.get("answer_max", 1024),
-        max_bytes=kw.get("max_bytes", 4096),
-        now=dt.datetime(2026, 1, 1, 0, 0, 3, tzinfo=dt.UTC),
-    )
+    return live.status(answer_max=kw.get("answer_max", 1024), max_bytes=kw.get("max_bytes", 4096))
 
 
 def running() -> LiveRun:
@@ -51,7 +50,8 @@ def test_pending_then_running():
         NOW,
         None,
     )
-    assert s["duration"] == "3s"
+    # DURATION stays empty until the run finishes (it read a frozen "0s" for the whole run before).
+    assert s["duration"] is None
 
 
 def test_events_move_the_current_agent_and_count_handoffs():
@@ -155,14 +155,18 @@ def test_status_patch_only_when_something_changed():
     live = running()
     first = status_patch({}, status(live), now=NOW, generation=1)
     assert first["phase"] == "Running" and first["observedGeneration"] == 1
+    assert "duration" not in first
     assert get(first["conditions"], "Succeeded")["lastTransitionTime"] == NOW
     written = dict(first)
-    # Only the duration moved: no write.
-    later = live.status(answer_max=1024, max_bytes=4096, now=dt.datetime(2026, 1, 1, 0, 1, tzinfo=dt.UTC))
-    assert status_patch(written, later, now=LATER, generation=1) is None
+    assert status_patch(written, status(live), now=LATER, generation=1) is None
     live.apply_event({"type": "agent_start", "agent": "triage"}, "1-1")
-    moved = live.status(answer_max=1024, max_bytes=4096, now=dt.datetime(2026, 1, 1, 0, 1, tzinfo=dt.UTC))
-    assert status_patch(written, moved, now=LATER, generation=1) == {"currentAgent": "triage", "duration": "1m0s"}
+    assert status_patch(written, status(live), now=LATER, generation=1) == {"currentAgent": "triage"}
+    # A stale "0s" written by an older operator alone is no reason to write; it goes with the next change.
+    stale = {**written, "currentAgent": "triage", "duration": "0s"}
+    assert status_patch(stale, status(live), now=LATER, generation=1) is None
+    live.finish_with_result({"status": "completed", "answer": "done", "steps": 1}, LATER)
+    final = status_patch(stale, status(live), now=LATER, generation=1)
+    assert final["duration"] == "7s" and final["phase"] == "Succeeded"
 
 
 def test_resume_from_a_written_status():
@@ -203,3 +207,123 @@ def test_check_tree():
 @pytest.mark.parametrize(("seconds", "text"), [(0, "0s"), (59, "59s"), (92, "1m32s"), (7380, "2h3m"), (97200, "1d3h")])
 def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
+
+
+def test_check_tree_waits_on_a_degraded_tree_and_quotes_its_reason():
+    tree = {"root": "a", "agents": [{"name": "a", "entrypoint": "m:f"}]}
+    cause = "spec.agents[0] (a): worker pods refused (FailedCreate): pods is forbidden: exceeded quota: q"
+    degraded = {"conditions": [{"type": "Degraded", "status": "True", "reason": "WorkersRefused", "message": cause}]}
+    spec, reason, message = check_tree("ns", "t", tree, degraded)
+    assert spec is None and reason == "TreeDegraded"
+    assert message.startswith("AgentTree 't' is Degraded (WorkersRefused): spec.agents[0] (a): worker pods refused")
+    assert message.endswith("the run starts when the tree recovers")
+    healthy = {"conditions": [{"type": "Degraded", "status": "False", "reason": "AsExpected", "message": ""}]}
+    assert check_tree("ns", "t", tree, healthy)[1] == "TreeResolved"
+    assert check_tree("ns", "t", tree, {})[1] == "TreeResolved"  # not reconciled yet: nothing says it is broken
+
+
+def by_type(conditions: list[dict]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in conditions}
+
+
+def test_conditions_for_kstatus_and_kubectl_wait_in_every_phase():
+    pending = LiveRun()
+    pending.pending("TreeDegraded", "AgentTree 't' is Degraded (WorkersRefused): ...")
+    assert by_type(status(pending)["conditions"]) == {
+        "Succeeded": ("Unknown", "TreeDegraded"),
+        "Failed": ("False", "TreeDegraded"),
+        "Reconciling": ("True", "TreeDegraded"),
+        "Stalled": ("False", "TreeDegraded"),
+    }
+    assert get(status(pending)["conditions"], "Reconciling")["message"].startswith("AgentTree 't' is Degraded")
+    live = running()
+    assert by_type(status(live)["conditions"])["Reconciling"] == ("True", "Running")
+    assert get(status(live)["conditions"], "Reconciling")["message"] == "workflow agentrun.ns.r.u is running"
+    waiting = running()
+    waiting.phase = waiting.reason = "AwaitingApproval"  # a phase a later issue adds: still in progress
+    assert by_type(status(waiting)["conditions"])["Reconciling"] == ("True", "AwaitingApproval")
+    done = running()
+    done.finish_with_result({"status": "completed", "answer": "ok"}, LATER)
+    assert by_type(status(done)["conditions"]) == {
+        "Succeeded": ("True", "Completed"),
+        "Failed": ("False", "Completed"),
+        "Reconciling": ("False", "Completed"),
+        "Stalled": ("False", "Completed"),
+    }
+    for phase, reason in (("Failed", "Timeout"), ("Cancelled", "Cancelled")):
+        ended = running()
+        ended.finish_with_error(phase, reason, f"the run ended: {reason}", LATER)
+        conditions = status(ended)["conditions"]
+        assert by_type(conditions) == {
+            "Succeeded": ("False", reason),
+            "Failed": ("True", reason),
+            "Reconciling": ("False", reason),
+            "Stalled": ("True", reason),
+        }
+        assert get(conditions, "Stalled")["message"] == f"the run ended: {reason}"
+
+
+@pytest.fixture(scope="module")
+def kstatus() -> str:
+    """The real kstatus helper (hack/build-kstatus.sh: cli-utils from the Go module proxy, cached)."""
+    proc = subprocess.run([str(ROOT / "hack" / "build-kstatus.sh")], capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        pytest.fail(f"hack/build-kstatus.sh could not build kstatus (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    path = proc.stdout.strip().splitlines()[-1]
+    assert os.access(path, os.X_OK), path
+    return path
+
+
+def test_the_real_kstatus_library_reads_every_phase_of_a_written_status(kstatus):
+    """The statuses the operator writes (status_patch from nothing, as the first write), judged by
+    sigs.k8s.io/cli-utils' status.Compute itself."""
+    lives: dict[str, LiveRun] = {}
+    lives["pending"] = LiveRun()
+    lives["pending"].pending("TreeNotFound", "AgentTree 'invoice' not found in namespace 'ns' (spec.treeRef.name)")
+    lives["running"] = running()
+    lives["awaiting"] = running()
+    lives["awaiting"].phase = lives["awaiting"].reason = "AwaitingApproval"
+    lives["succeeded"] = running()
+    lives["succeeded"].finish_with_result({"status": "completed", "answer": "ok"}, LATER)
+    lives["failed"] = running()
+    lives["failed"].finish_with_result({"status": "max_steps_reached", "answer": ""}, LATER)
+    lives["cancelled"] = running()
+    lives["cancelled"].finish_with_error("Cancelled", "Cancelled", "the workflow was cancelled", LATER)
+    items = [
+        {
+            "apiVersion": "agenttree.io/v1alpha1",
+            "kind": "AgentRun",
+            "metadata": {"name": name, "namespace": "ns", "generation": 1},
+            "status": status_patch({}, status(live), now=NOW, generation=1),
+        }
+        for name, live in lives.items()
+    ]
+    # A spec the operator has not observed yet (generation 2, status of generation 1) is in progress.
+    items.append({**items[3], "metadata": {"name": "unobserved", "namespace": "ns", "generation": 2}})
+    listing = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+    proc = subprocess.run([kstatus], input=listing, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    got = {r["name"]: (r["status"], r["message"]) for r in map(json.loads, proc.stdout.splitlines())}
+    assert {name: s for name, (s, _) in got.items()} == {
+        "pending": "InProgress",
+        "running": "InProgress",
+        "awaiting": "InProgress",
+        "succeeded": "Current",
+        "failed": "Failed",
+        "cancelled": "Failed",
+        "unobserved": "InProgress",
+    }
+    assert "spec.treeRef.name" in got["pending"][1]  # kstatus shows why it waits
+    assert got["cancelled"][1] == "the workflow was cancelled"
+
+
+def test_kstatus_helper_names_what_is_wrong_with_bad_input(kstatus):
+    cases = {
+        "kind: AgentRun\nmetadata: {name: x}\n": "document 1: apiVersion is missing",
+        "apiVersion: v1\nkind: AgentRun\nmetadata: {}\n": "metadata.name is missing",
+        "---\napiVersion: v1\nkind: X\nmetadata: {name: a}\n---\n[1, 2]\n": "document 2: not a YAML or JSON object",
+        "": "holds no Kubernetes object",
+    }
+    for text, error in cases.items():
+        proc = subprocess.run([kstatus, "-"], input=text, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and error in proc.stderr, (text, proc.stderr)

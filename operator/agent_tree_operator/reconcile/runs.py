@@ -10,7 +10,6 @@ step).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,11 +17,13 @@ from typing import Any
 
 from agent_tree_operator.reconcile.conditions import (
     condition,
+    get,
     merge_conditions,
     now_iso,
     parse_iso,
     same_conditions,
 )
+from agent_tree_operator.reconcile.trees import parse_spec
 
 FINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
 EVENT_MESSAGE_MAX = 300
@@ -208,13 +209,14 @@ class LiveRun:
         return out
 
     # --- status -----------------------------------------------------------------------------
-    def status(self, *, answer_max: int, max_bytes: int, now: dt.datetime | None = None) -> dict[str, Any]:
+    def status(self, *, answer_max: int, max_bytes: int) -> dict[str, Any]:
         """The status summary (without timestamps on conditions; see :func:`status_patch`)."""
+        # The DURATION column stays empty until the run finishes: a value that only a status write
+        # moves would read as a frozen "0s" for as long as the run lasts.
         duration = None
-        started = parse_iso(self.started_at)
-        if started is not None:
-            end = parse_iso(self.completed_at) or now or dt.datetime.now(dt.UTC)
-            duration = format_duration((end - started).total_seconds())
+        started, completed = parse_iso(self.started_at), parse_iso(self.completed_at)
+        if started is not None and completed is not None:
+            duration = format_duration((completed - started).total_seconds())
         return {
             "phase": self.phase,
             "currentAgent": self.current_agent,
@@ -233,20 +235,38 @@ class LiveRun:
         }
 
     def conditions(self) -> list[dict[str, Any]]:
+        """``Succeeded`` / ``Failed`` (kubectl wait) plus what kstatus reads: ``Reconciling``, ``Stalled``.
+
+        kstatus (sigs.k8s.io/cli-utils) reads a run as InProgress while ``Reconciling=True`` (Pending,
+        Running, and any phase a run waits in), Failed while ``Stalled=True`` (Failed, Cancelled: a
+        cancelled run produced no result, so whatever waits for it must not carry on as if it had),
+        and Current otherwise (Succeeded).
+        """
         if self.phase == "Succeeded":
             return [
                 condition("Succeeded", True, self.reason, cut(self.answer or "", 200) or ""),
                 condition("Failed", False, self.reason, ""),
+                condition("Reconciling", False, self.reason, "the run finished"),
+                condition("Stalled", False, self.reason, ""),
             ]
         if self.phase in ("Failed", "Cancelled"):
             return [
                 condition("Succeeded", False, self.reason, self.message or ""),
                 condition("Failed", True, self.reason, self.message or ""),
+                condition("Reconciling", False, self.reason, "the run finished"),
+                condition("Stalled", True, self.reason, self.message or f"the run ended {self.phase}"),
             ]
         return [
             condition("Succeeded", "Unknown", self.reason, self.message or ""),
             condition("Failed", False, self.reason, ""),
+            condition("Reconciling", True, self.reason, self.message or self._progress_message()),
+            condition("Stalled", False, self.reason, ""),
         ]
+
+    def _progress_message(self) -> str:
+        if self.phase == "Running":
+            return f"workflow {self.workflow_id} is running" if self.workflow_id else "the run is running"
+        return f"the run is {self.phase}"
 
 
 def _int(value: Any, default: int) -> int:
@@ -266,8 +286,8 @@ def status_patch(
 ) -> dict[str, Any] | None:
     """A JSON merge patch taking ``old`` status to ``new``, or None when nothing meaningful changed.
 
-    Keys in ``ignore`` (the ever-growing ``duration``) do not make a patch necessary on their own,
-    but ride along when something else changes.
+    Keys in ``ignore`` (``duration``, e.g. a stale one written by an older operator) do not make a
+    patch necessary on their own, but ride along when something else changes.
     """
     old = dict(old or {})
     now = now or now_iso()
@@ -307,13 +327,19 @@ class Coalescer:
         self.last_write = now
 
 
-def check_tree(namespace: str, tree_name: str, raw_spec: Mapping[str, Any] | None) -> tuple[Any, str, str]:
+def check_tree(
+    namespace: str,
+    tree_name: str,
+    raw_spec: Mapping[str, Any] | None,
+    tree_status: Mapping[str, Any] | None = None,
+) -> tuple[Any, str, str]:
     """Whether a run can start on this tree: ``(spec, reason, message)``; spec is None when it cannot.
 
-    A missing or invalid tree keeps the run Pending (it starts when the tree appears or is fixed).
+    A missing or invalid tree keeps the run Pending (it starts when the tree appears or is fixed), and
+    so does a ``Degraded`` one (its workers refused, stuck or failing): a run started there would sit
+    on a task queue that no worker serves. The message quotes the tree's reason and message, so
+    ``kubectl describe agentrun`` says why the run waits.
     """
-    from agent_tree_operator.reconcile.trees import parse_spec
-
     if raw_spec is None:
         return (
             None,
@@ -330,6 +356,19 @@ def check_tree(namespace: str, tree_name: str, raw_spec: Mapping[str, Any] | Non
             None,
             "TreeInvalid",
             cut(f"AgentTree {tree_name!r} is invalid: {shown}; the run starts once it is fixed", EVENT_MESSAGE_MAX * 2)
+            or "",
+        )
+    degraded = get(list((tree_status or {}).get("conditions") or []), "Degraded")
+    if degraded is not None and degraded.get("status") == "True":
+        reason = degraded.get("reason") or "Degraded"
+        return (
+            None,
+            "TreeDegraded",
+            cut(
+                f"AgentTree {tree_name!r} is Degraded ({reason}): {degraded.get('message') or ''}; "
+                "the run starts when the tree recovers",
+                EVENT_MESSAGE_MAX * 2,
+            )
             or "",
         )
     return spec, "TreeResolved", ""
