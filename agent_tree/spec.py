@@ -354,7 +354,7 @@ class AgentRunStatus(BaseModel):
     startedAt: str | None = None
     completedAt: str | None = None
     duration: str | None = Field(
-        default=None, description="startedAt to completedAt (or to the last update), e.g. 1m32s."
+        default=None, description="startedAt to completedAt, e.g. 1m32s; empty until the run finishes."
     )
     message: str | None = None
     observedGeneration: int | None = None
