@@ -107,6 +107,74 @@ class ResourceRequirements(_Model):
     limits: dict[str, str] = Field(default_factory=dict)
 
 
+_ProfileType = Literal["RuntimeDefault", "Localhost", "Unconfined"]
+
+
+class SeccompProfile(_Model):
+    type: _ProfileType
+    localhostProfile: str | None = None
+
+
+class AppArmorProfile(_Model):
+    type: _ProfileType
+    localhostProfile: str | None = None
+
+
+class SELinuxOptions(_Model):
+    user: str | None = None
+    role: str | None = None
+    type: str | None = None
+    level: str | None = None
+
+
+class Capabilities(_Model):
+    add: list[str] | None = None
+    drop: list[str] | None = None
+
+
+class Sysctl(_Model):
+    name: str = Field(min_length=1)
+    value: str
+
+
+class PodSecurityContext(_Model):
+    """The worker pod's ``securityContext`` (Kubernetes PodSecurityContext; the fields workers use).
+
+    Each field set here replaces the same field of the operator's default (which passes Pod Security
+    ``restricted``); fields left out keep the default.
+    """
+
+    runAsNonRoot: bool | None = None
+    runAsUser: int | None = Field(default=None, ge=0, le=2147483647)
+    runAsGroup: int | None = Field(default=None, ge=0, le=2147483647)
+    fsGroup: int | None = Field(default=None, ge=0, le=2147483647)
+    fsGroupChangePolicy: Literal["Always", "OnRootMismatch"] | None = None
+    supplementalGroups: list[int] | None = None
+    seccompProfile: SeccompProfile | None = None
+    appArmorProfile: AppArmorProfile | None = None
+    seLinuxOptions: SELinuxOptions | None = None
+    sysctls: list[Sysctl] | None = None
+
+
+class SecurityContext(_Model):
+    """The worker container's ``securityContext`` (Kubernetes SecurityContext).
+
+    Each field set here replaces the same field of the operator's default; fields left out keep it.
+    """
+
+    allowPrivilegeEscalation: bool | None = None
+    privileged: bool | None = None
+    readOnlyRootFilesystem: bool | None = None
+    runAsNonRoot: bool | None = None
+    runAsUser: int | None = Field(default=None, ge=0, le=2147483647)
+    runAsGroup: int | None = Field(default=None, ge=0, le=2147483647)
+    capabilities: Capabilities | None = None
+    seccompProfile: SeccompProfile | None = None
+    appArmorProfile: AppArmorProfile | None = None
+    seLinuxOptions: SELinuxOptions | None = None
+    procMount: Literal["Default", "Unmasked"] | None = None
+
+
 class WorkerSpec(_Model):
     """How an agent's worker pool runs. Fields left out fall back to the tree's ``spec.worker``."""
 
@@ -118,6 +186,12 @@ class WorkerSpec(_Model):
     )
     resources: ResourceRequirements | None = None
     env: list[EnvVar] = Field(default_factory=list)
+    podSecurityContext: PodSecurityContext | None = Field(
+        default=None, description="Fields of the worker pod's securityContext over the operator's default."
+    )
+    securityContext: SecurityContext | None = Field(
+        default=None, description="Fields of the worker container's securityContext over the operator's default."
+    )
 
     @model_validator(mode="after")
     def _one_scaler(self) -> WorkerSpec:
@@ -184,6 +258,11 @@ class AgentTreeSpec(_Model):
                 merged.pop("replicas", None)
                 merged.pop("autoscale", None)
             merged["env"] = [*merged.get("env", []), *mine.pop("env", [])]
+            for key in ("podSecurityContext", "securityContext"):
+                # Field by field, like the operator's default under them: an agent that sets only
+                # runAsUser keeps the tree's seccompProfile.
+                if key in mine:
+                    mine[key] = {**(merged.get(key) or {}), **(mine[key] or {})}
             merged.update(mine)
         return WorkerSpec.model_validate(merged, strict=False)
 

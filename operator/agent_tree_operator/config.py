@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent_tree.settings import AUTO_PORT, Settings, SettingsError
-from agent_tree.spec import ResourceRequirements, format_errors
+from agent_tree.spec import PodSecurityContext, ResourceRequirements, SecurityContext, format_errors
 
 FIELD_MANAGER = "agent-tree-operator"
 AUTOSCALER_FIELD_MANAGER = "agent-tree-autoscaler"  # owns spec.replicas of autoscaled worker Deployments
@@ -25,6 +25,22 @@ FINALIZER = "agenttree.io/operator"
 KOPF_PREFIX = "kopf.agenttree.io"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+# The image's user (Dockerfile: USER 10001:10001), numeric so runAsNonRoot is checkable without
+# /etc/passwd. With the container defaults below, worker pods pass Pod Security ``restricted``.
+WORKER_UID = 10001
+DEFAULT_WORKER_POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": WORKER_UID,
+    "runAsGroup": WORKER_UID,
+    "fsGroup": WORKER_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+DEFAULT_WORKER_SECURITY_CONTEXT: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+}
 
 
 class ConfigError(SettingsError):
@@ -43,6 +59,10 @@ class OperatorConfig:
         worker_service_account: serviceAccountName of worker pods (None: the namespace default).
         worker_env_secret: a Secret (in the tree's namespace) every worker gets as ``envFrom``; optional.
         worker_resources: default container resources of workers (a tree's ``worker.resources`` wins).
+        worker_pod_security_context: the worker pod's default ``securityContext``; a tree's
+            ``worker.podSecurityContext`` replaces it field by field.
+        worker_security_context: the worker container's default ``securityContext``; a tree's
+            ``worker.securityContext`` replaces it field by field.
         status_interval_ms: minimum time between two status patches of one AgentRun.
         health_port: port of the liveness endpoint ``/healthz`` (0 = off; ``--liveness`` also sets it).
         worker_limit: kopf's cap on concurrently processed objects.
@@ -62,6 +82,10 @@ class OperatorConfig:
     worker_service_account: str | None = None
     worker_env_secret: str | None = None
     worker_resources: dict[str, Any] | None = None
+    worker_pod_security_context: dict[str, Any] = field(
+        default_factory=lambda: dict(DEFAULT_WORKER_POD_SECURITY_CONTEXT)
+    )
+    worker_security_context: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_WORKER_SECURITY_CONTEXT))
     status_interval_ms: int = 1000
     health_port: int = 0
     worker_limit: int = 100
@@ -116,6 +140,12 @@ class OperatorConfig:
                     f'AGENT_TREE_WORKER_RESOURCES: expected JSON {{"requests": {{...}}, "limits": {{...}}}}: {detail}'
                 ) from None
             resources = {k: v for k, v in parsed.model_dump().items() if v} or None
+        pod_security = _security_context(
+            "WORKER_POD_SECURITY_CONTEXT", text("WORKER_POD_SECURITY_CONTEXT", None), PodSecurityContext
+        )
+        container_security = _security_context(
+            "WORKER_SECURITY_CONTEXT", text("WORKER_SECURITY_CONTEXT", None), SecurityContext
+        )
         raw_port = text("WORKER_METRICS_PORT", None)
         worker_metrics_port = (
             AUTO_PORT
@@ -135,6 +165,10 @@ class OperatorConfig:
             worker_service_account=text("WORKER_SERVICE_ACCOUNT", None),
             worker_env_secret=text("WORKER_ENV_SECRET", None),
             worker_resources=resources,
+            worker_pod_security_context=DEFAULT_WORKER_POD_SECURITY_CONTEXT if pod_security is None else pod_security,
+            worker_security_context=DEFAULT_WORKER_SECURITY_CONTEXT
+            if container_security is None
+            else container_security,
             status_interval_ms=number("STATUS_INTERVAL_MS", cls.status_interval_ms, 50, 600_000),
             health_port=number("HEALTH_PORT", cls.health_port, 0, 65535),
             worker_limit=number("WORKER_LIMIT", cls.worker_limit, 1, 100_000),
@@ -163,3 +197,23 @@ class OperatorConfig:
             port = "auto" if self.worker_metrics_port == AUTO_PORT else str(self.worker_metrics_port)
             env.append({"name": "AGENT_TREE_METRICS_PORT", "value": port})
         return env
+
+
+def _security_context(name: str, raw: str | None, model: type[PodSecurityContext | SecurityContext]) -> dict | None:
+    """A JSON securityContext from ``AGENT_TREE_<name>``, checked like the CRD checks a tree's; None if unset.
+
+    The value replaces the built-in default as a whole (``{}``: no securityContext at all).
+    """
+    if raw is None:
+        return None
+    example = (
+        '{"runAsNonRoot": true, "runAsUser": 10001}'
+        if model is PodSecurityContext
+        else '{"readOnlyRootFilesystem": true}'
+    )
+    try:
+        parsed = model.model_validate(json.loads(raw))
+    except ValueError as exc:
+        detail = "; ".join(format_errors(exc)) if isinstance(exc, ValidationError) else str(exc)
+        raise ConfigError(f"AGENT_TREE_{name}: expected a JSON object like {example}: {detail}") from None
+    return parsed.model_dump(exclude_none=True)

@@ -639,3 +639,55 @@ def test_dashboard_configmap_holds_the_dashboard_and_queries_only_real_metrics(h
     ):
         assert name in used, f"no panel shows {name}"
     assert any(name.startswith("temporal_") for name in used)
+
+
+# --- worker Pod Security (issue 10 item 1) ---------------------------------------------------------
+
+
+def operator_config_of(docs: list[dict[str, Any]]) -> Any:
+    """The OperatorConfig the rendered operator Deployment's plain env values produce."""
+    from agent_tree_operator.config import OperatorConfig
+
+    env = env_of(operator_pod(docs)["spec"]["containers"][0])
+    return OperatorConfig.from_env({k: v for k, v in env.items() if isinstance(v, str)})
+
+
+def test_worker_security_contexts_reach_the_operator(helm: str, tmp_path: Path) -> None:
+    from agent_tree_operator.config import DEFAULT_WORKER_POD_SECURITY_CONTEXT, DEFAULT_WORKER_SECURITY_CONTEXT
+
+    config = operator_config_of(render(helm, tmp_path))
+    # The chart's defaults are the operator's built-in ones (which pass Pod Security `restricted`).
+    assert config.worker_pod_security_context == DEFAULT_WORKER_POD_SECURITY_CONTEXT
+    assert config.worker_security_context == DEFAULT_WORKER_SECURITY_CONTEXT
+    values = {
+        "workers": {
+            "podSecurityContext": {"runAsUser": 2000, "fsGroup": None},
+            "securityContext": {"readOnlyRootFilesystem": False},
+        }
+    }
+    config = operator_config_of(render(helm, tmp_path, values))
+    assert config.worker_pod_security_context == {
+        "runAsNonRoot": True, "runAsUser": 2000, "runAsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}}  # fmt: skip
+    assert config.worker_security_context["readOnlyRootFilesystem"] is False
+    assert config.worker_security_context["capabilities"] == {"drop": ["ALL"]}
+    none = operator_config_of(render(helm, tmp_path, {"workers": {"podSecurityContext": None}}))
+    assert none.worker_pod_security_context == {}
+
+
+def test_schema_rejects_bad_worker_security_contexts(helm: str, tmp_path: Path) -> None:
+    for values in (
+        {"workers": {"securityContext": {"readOnly": True}}},
+        {"workers": {"podSecurityContext": {"runAsUser": "root"}}},
+        {"workers": {"podSecurityContext": {"seccompProfile": {"type": "Default"}}}},
+    ):
+        proc = run_helm(helm, "template", "x", str(CHART), "--kube-version", KUBE_VERSION, values=values, tmp=tmp_path)
+        assert proc.returncode != 0 and "values don't meet the specifications of the schema" in proc.stderr, values
+
+
+def test_worker_security_context_schema_has_the_crds_fields() -> None:
+    """The chart's value and the AgentTree's field take the same keys (one model, agent_tree.spec)."""
+    from agent_tree.spec import PodSecurityContext, SecurityContext
+
+    definitions = json.loads((CHART / "values.schema.json").read_text())["definitions"]
+    assert set(definitions["podSecurityContext"]["properties"]) == set(PodSecurityContext.model_fields)
+    assert set(definitions["securityContext"]["properties"]) == set(SecurityContext.model_fields)

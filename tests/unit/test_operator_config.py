@@ -95,3 +95,38 @@ def test_connection_urls_come_from_the_worker_env_secret_when_one_is_set():
     values = [e.get("value", "") for e in with_secret.worker_env()]
     assert not any("s3cret" in v or ":pw@" in v for v in values)
     assert {e["name"] for e in with_secret.worker_env()} >= {"AGENT_TREE_TEMPORAL_ADDRESS"}
+
+
+def test_worker_security_contexts_from_the_chart():
+    from agent_tree_operator.config import DEFAULT_WORKER_POD_SECURITY_CONTEXT, DEFAULT_WORKER_SECURITY_CONTEXT
+
+    default = OperatorConfig.from_env({})
+    assert default.worker_pod_security_context == DEFAULT_WORKER_POD_SECURITY_CONTEXT
+    assert default.worker_security_context == DEFAULT_WORKER_SECURITY_CONTEXT
+    config = OperatorConfig.from_env(
+        {"AGENT_TREE_WORKER_POD_SECURITY_CONTEXT": '{"runAsUser": 7, "seccompProfile": {"type": "Localhost", '
+         '"localhostProfile": "p.json"}}', "AGENT_TREE_WORKER_SECURITY_CONTEXT": '{"privileged": false}'}
+    )  # fmt: skip
+    assert config.worker_pod_security_context == {
+        "runAsUser": 7, "seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}}  # fmt: skip
+    assert config.worker_security_context == {"privileged": False}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "detail"),
+    [
+        ("AGENT_TREE_WORKER_POD_SECURITY_CONTEXT", "{nope", "Expecting property name"),
+        (
+            "AGENT_TREE_WORKER_POD_SECURITY_CONTEXT",
+            '{"runAsUser": "10001"}',
+            "runAsUser: Input should be a valid integer",
+        ),
+        ("AGENT_TREE_WORKER_SECURITY_CONTEXT", '{"readOnly": true}', "readOnly: unknown field"),
+        ("AGENT_TREE_WORKER_SECURITY_CONTEXT", "[]", "expected a JSON object"),
+    ],
+)
+def test_bad_worker_security_context_names_the_variable_and_field(variable, value, detail):
+    with pytest.raises(ConfigError) as err:
+        OperatorConfig.from_env({variable: value})
+    assert str(err.value).startswith(f"{variable}: expected a JSON object like")
+    assert detail in str(err.value)

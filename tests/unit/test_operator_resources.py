@@ -183,3 +183,78 @@ def test_workers_get_the_metrics_port_and_a_named_container_port(port, env, cont
         assert "ports" not in container  # off, or a port chosen at start ("auto")
     else:
         assert container["ports"] == [{"name": "metrics", "containerPort": container_port, "protocol": "TCP"}]
+
+
+# --- Pod Security `restricted` by default, overridable (issue 10 item 1) -----------------------------
+
+
+def pod_spec(dep: dict) -> dict:
+    return dep["spec"]["template"]["spec"]
+
+
+def test_workers_meet_restricted_pod_security_by_default():
+    spec = pod_spec(build("triage"))
+    assert spec["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,  # the Dockerfile's USER
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    (container,) = spec["containers"]
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+    }
+    # /tmp (HOME in the image) stays writable under the read-only root filesystem.
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert spec["volumes"] == [{"name": "tmp", "emptyDir": {}}]
+
+
+def test_dockerfile_user_is_the_default_uid():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "USER 10001:10001" in dockerfile
+    assert "HOME=/tmp" in dockerfile
+
+
+def test_tree_and_agent_override_security_context_field_by_field():
+    doc = yaml.safe_load((ROOT / "examples" / "invoice" / "agenttree.yaml").read_text())["spec"]
+    doc["worker"]["podSecurityContext"] = {"runAsUser": 2000, "runAsGroup": 2000}
+    doc["worker"]["securityContext"] = {"readOnlyRootFilesystem": False}
+    doc["agents"][1]["worker"] = {"podSecurityContext": {"runAsGroup": 3000}, "securityContext": {"privileged": False}}
+    spec = AgentTreeSpec.model_validate(doc)
+    sup, triage = pod_spec(build("supervisor", spec)), pod_spec(build("triage", spec))
+    assert sup["securityContext"]["runAsUser"] == 2000 and sup["securityContext"]["runAsGroup"] == 2000
+    assert sup["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}  # the rest of the default stays
+    assert sup["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is False
+    assert sup["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    # the agent's fields over the tree's, the tree's over the operator's
+    assert triage["securityContext"]["runAsUser"] == 2000 and triage["securityContext"]["runAsGroup"] == 3000
+    assert triage["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is False
+    assert triage["containers"][0]["securityContext"]["privileged"] is False
+
+
+def test_operator_defaults_come_from_the_chart_and_may_be_empty():
+    config = OperatorConfig.from_env(
+        {"AGENT_TREE_WORKER_POD_SECURITY_CONTEXT": '{"runAsNonRoot": true, "runAsUser": 4242}',
+         "AGENT_TREE_WORKER_SECURITY_CONTEXT": "{}"}
+    )  # fmt: skip
+    spec = pod_spec(build("triage", config=config))
+    assert spec["securityContext"] == {"runAsNonRoot": True, "runAsUser": 4242}
+    assert "securityContext" not in spec["containers"][0]
+
+
+def test_bad_security_context_in_a_tree_names_the_field():
+    from agent_tree_operator.reconcile.trees import parse_spec
+
+    doc = yaml.safe_load((ROOT / "examples" / "invoice" / "agenttree.yaml").read_text())["spec"]
+    doc["agents"][2]["worker"]["securityContext"] = {"capabilities": {"drop": "ALL"}, "runAsUser": -1}
+    doc["worker"]["podSecurityContext"] = {"seccompProfile": {"type": "Default"}, "runAsUSer": 1}
+    _, errors = parse_spec(doc)
+    text = "\n".join(errors)
+    assert "spec.agents[2].worker.securityContext.capabilities.drop: " in text
+    assert "spec.agents[2].worker.securityContext.runAsUser: " in text
+    assert "spec.worker.podSecurityContext.seccompProfile.type: " in text
+    assert "spec.worker.podSecurityContext.runAsUSer: unknown field" in text

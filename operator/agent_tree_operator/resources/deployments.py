@@ -14,6 +14,7 @@ from agent_tree.spec import AgentTreeSpec, EnvVar, WorkerSpec
 from agent_tree_operator.config import OperatorConfig
 
 CONTAINER = "worker"
+TMP_VOLUME = "tmp"
 METRICS_PORT_NAME = "metrics"
 TREE_KIND = "AgentTree"
 
@@ -51,6 +52,21 @@ def merge_env(base: list[dict[str, Any]], extra: list[EnvVar]) -> list[dict[str,
             item["value"] = var.value or ""
         out[var.name] = item
     return list(out.values())
+
+
+def security_contexts(worker: WorkerSpec, config: OperatorConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pod's and the container's ``securityContext``: the tree's fields over the operator's defaults.
+
+    Field by field (top-level keys): a tree that sets ``runAsUser`` keeps the default
+    ``seccompProfile``, so overriding one setting does not silently drop the rest of ``restricted``.
+    """
+    pod = dict(config.worker_pod_security_context)
+    container = dict(config.worker_security_context)
+    if worker.podSecurityContext is not None:
+        pod.update(worker.podSecurityContext.model_dump(exclude_none=True))
+    if worker.securityContext is not None:
+        container.update(worker.securityContext.model_dump(exclude_none=True))
+    return pod, container
 
 
 def desired_replicas(worker: WorkerSpec) -> int | None:
@@ -100,14 +116,19 @@ def worker_deployment(
         ref = model.apiKeySecretRef
         base.append({"name": env_key_name(agent), "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
     env = merge_env(base, worker.env)
+    pod_security, container_security = security_contexts(worker, config)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": worker.image or config.worker_image,
         "imagePullPolicy": config.worker_image_pull_policy,
         "command": ["agent-tree", "worker", "--task-queue", queue],
         "env": env,
-        "securityContext": {"allowPrivilegeEscalation": False},
+        # The root filesystem may be read-only (the default): /tmp, an emptyDir, is the one writable
+        # path (the image sets HOME=/tmp; the worker writes nothing else).
+        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
     }
+    if container_security:
+        container["securityContext"] = container_security
     if config.worker_metrics_port > 0:
         # Prometheus scrapes workers through this named port (the chart's PodMonitor selects it).
         container["ports"] = [
@@ -125,7 +146,10 @@ def worker_deployment(
         # Workers need nothing from the Kubernetes API: the tree travels in the workflow input.
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": 60,
+        "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}],
     }
+    if pod_security:
+        pod_spec["securityContext"] = pod_security
     if config.worker_service_account:
         pod_spec["serviceAccountName"] = config.worker_service_account
     deployment_spec: dict[str, Any] = {
