@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import yaml
 from agent_tree_operator.config import OperatorConfig
 from agent_tree_operator.reconcile.conditions import get
-from agent_tree_operator.reconcile.trees import ObservedDeployment, parse_spec, plan_tree, spec_revision, status_changed
+from agent_tree_operator.reconcile.trees import (
+    DeploymentCondition,
+    ObservedDeployment,
+    mark_apply_failed,
+    parse_spec,
+    plan_tree,
+    spec_revision,
+    status_changed,
+)
 
 from agent_tree import naming
 
@@ -170,3 +182,202 @@ def test_observed_deployment_from_object():
     }
     assert ObservedDeployment.from_object(obj) == ObservedDeployment("invoice-triage", "triage", "u", 2, 1, 2, 3, 3)
     assert ObservedDeployment.from_object({"metadata": {"name": "x"}}).ready == 0
+
+
+# --- failures of the worker Deployments, and the kstatus conditions (issue 10) ----------------------
+
+QUOTA = 'pods "invoice-triage-5d8f7c9b6-x2x4q" is forbidden: exceeded quota: zero, requested: pods=1, used: pods=0, limited: pods=0'
+DEADLINE = 'ReplicaSet "invoice-verifier-6c5b8d7f4" has timed out progressing.'
+
+
+def failing(agent: str, replicas: int, *conditions: DeploymentCondition, ready_count: int = 0) -> ObservedDeployment:
+    return replace(ready(agent, replicas, ready_count=ready_count), conditions=conditions)
+
+
+REFUSED = DeploymentCondition("ReplicaFailure", "True", "FailedCreate", QUOTA)
+STUCK = DeploymentCondition("Progressing", "False", "ProgressDeadlineExceeded", DEADLINE)
+
+
+def stalled(status: dict) -> tuple[str, str]:
+    """(Reconciling, Stalled) statuses: what kstatus reads first (Reconciling=True InProgress, Stalled=True Failed)."""
+    return get(status["conditions"], "Reconciling")["status"], get(status["conditions"], "Stalled")["status"]
+
+
+def test_refused_worker_pods_degrade_the_tree_naming_the_agent_and_quoting_the_refusal():
+    observed = [ALL_READY[0], failing("triage", 1, REFUSED), *ALL_READY[2:]]
+    status = plan(observed=observed).status
+    degraded = get(status["conditions"], "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "WorkersRefused"
+    assert degraded["message"] == f"spec.agents[1] (triage): worker pods refused (FailedCreate): {QUOTA}"
+    ready_cond = get(status["conditions"], "Ready")
+    assert ready_cond["status"] == "False" and ready_cond["reason"] == "AgentsNotReady"
+    assert ready_cond["message"] == "spec.agents[1] (triage): 0/1 workers ready"
+    assert status["ready"] == "3/4"  # the Agents column agrees with Ready
+    stall = get(status["conditions"], "Stalled")
+    assert (stall["status"], stall["reason"], stall["message"]) == ("True", "WorkersRefused", degraded["message"])
+    assert stalled(status) == ("False", "True")
+
+
+def test_refused_pods_count_the_agent_out_even_while_older_pods_serve():
+    # A rollout refused by a quota while the previous ReplicaSet's pod is still ready.
+    observed = [ALL_READY[0], failing("triage", 1, REFUSED, ready_count=1), *ALL_READY[2:]]
+    status = plan(observed=observed).status
+    assert status["ready"] == "3/4"
+    assert get(status["conditions"], "Ready")["status"] == "False"
+    assert next(a for a in status["agents"] if a["name"] == "triage")["readyReplicas"] == 1  # the truth per agent
+
+
+def test_progress_deadline_exceeded_is_workers_stuck_and_a_refusal_is_named_first():
+    stuck = plan(observed=[*ALL_READY[:3], failing("verifier", 1, STUCK)]).status
+    degraded = get(stuck["conditions"], "Degraded")
+    assert degraded["reason"] == "WorkersStuck"
+    assert degraded["message"] == f"spec.agents[3] (verifier): rollout stuck (ProgressDeadlineExceeded): {DEADLINE}"
+    assert stalled(stuck) == ("False", "True")
+    both = plan(observed=[ALL_READY[0], failing("triage", 1, REFUSED), ALL_READY[2], failing("verifier", 1, STUCK)])
+    degraded = get(both.status["conditions"], "Degraded")
+    assert degraded["reason"] == "WorkersRefused"
+    assert degraded["message"].split("; ") == [
+        f"spec.agents[1] (triage): worker pods refused (FailedCreate): {QUOTA}",
+        f"spec.agents[3] (verifier): rollout stuck (ProgressDeadlineExceeded): {DEADLINE}",
+    ]
+
+
+def test_healthy_deployment_conditions_are_not_failures():
+    fine = (
+        DeploymentCondition("Available", "True", "MinimumReplicasAvailable"),
+        DeploymentCondition("Progressing", "True", "NewReplicaSetAvailable"),
+        DeploymentCondition("ReplicaFailure", "False", "Resolved"),
+        DeploymentCondition("Progressing", "False", "SomethingElse"),
+    )
+    status = plan(observed=[replace(d, conditions=fine) for d in ALL_READY]).status
+    assert get(status["conditions"], "Degraded")["status"] == "False"
+    assert stalled(status) == ("False", "False")
+
+
+def test_clearing_the_cause_clears_degraded_and_stalled():
+    refused = plan(observed=[ALL_READY[0], failing("triage", 1, REFUSED), *ALL_READY[2:]]).status
+    healed = plan(observed=ALL_READY, old=refused, now=LATER).status
+    assert status_changed(refused, healed)
+    for type_ in ("Degraded", "Stalled"):
+        cond = get(healed["conditions"], type_)
+        assert cond["status"] == "False" and cond["lastTransitionTime"] == LATER, cond
+    assert get(healed["conditions"], "Ready")["status"] == "True" and healed["ready"] == "4/4"
+
+
+def tree_states() -> dict[str, tuple[dict, int]]:
+    """name -> (status the operator writes, metadata.generation) for every state of a tree."""
+    spec = invoice_spec()
+    spec["root"] = "nobody"
+    secret = invoice_spec()
+    secret["agents"][1] = {"name": "triage", "model": {"name": "m", "apiKeySecretRef": {"name": "openai", "key": "k"}}}
+    applied = plan(observed=ALL_READY).status
+    mark_apply_failed(applied, "spec.agents[1] (triage): Deployment invoice-triage rejected by the API server: x")
+    return {
+        "new": (plan().status, 1),
+        "starting": (plan(observed=[*ALL_READY[:3], ready("verifier", 1, ready_count=0)]).status, 1),
+        # old pods serve while the new ones roll out: Ready, yet not done
+        "rolling": (plan(observed=[*ALL_READY[:3], replace(ALL_READY[3], generation=2)]).status, 1),
+        "secret-missing": (plan(spec=secret, observed=ALL_READY, secrets=set()).status, 1),
+        "ready": (plan(observed=ALL_READY).status, 1),
+        "edited": (plan(observed=ALL_READY).status, 2),  # an edit the operator has not seen yet
+        "invalid": (plan(spec=spec).status, 1),
+        "refused": (plan(observed=[ALL_READY[0], failing("triage", 1, REFUSED), *ALL_READY[2:]]).status, 1),
+        "stuck": (plan(observed=[*ALL_READY[:3], failing("verifier", 1, STUCK)]).status, 1),
+        "apply-failed": (applied, 1),
+    }
+
+
+@pytest.fixture(scope="module")
+def kstatus() -> str:
+    """The real kstatus helper (hack/build-kstatus.sh: cli-utils from the Go module proxy, cached)."""
+    proc = subprocess.run([str(ROOT / "hack" / "build-kstatus.sh")], capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        pytest.fail(f"hack/build-kstatus.sh could not build kstatus (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_the_real_kstatus_library_reads_every_state_of_a_tree(kstatus):
+    """The statuses plan_tree writes, judged by sigs.k8s.io/cli-utils' status.Compute itself."""
+    items = [
+        {
+            "apiVersion": "agenttree.io/v1alpha1",
+            "kind": "AgentTree",
+            "metadata": {"name": name, "namespace": "team", "generation": generation},
+            "status": status,
+        }
+        for name, (status, generation) in tree_states().items()
+    ]
+    proc = subprocess.run(
+        [kstatus], input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    got = {r["name"]: (r["status"], r["message"]) for r in map(json.loads, proc.stdout.splitlines())}
+    assert {name: s for name, (s, _) in got.items()} == {
+        "new": "InProgress",
+        "starting": "InProgress",
+        "rolling": "InProgress",
+        "secret-missing": "InProgress",  # heals by itself when the Secret appears: the operator retries
+        "ready": "Current",
+        "edited": "InProgress",
+        "invalid": "Failed",
+        "refused": "Failed",
+        "stuck": "Failed",
+        "apply-failed": "Failed",
+    }
+    assert got["refused"][1].startswith("spec.agents[1] (triage): worker pods refused (FailedCreate): pods ")
+    assert got["invalid"][1].startswith("spec.root: no agent named 'nobody'")
+    assert got["starting"][1] == "spec.agents[3] (verifier): 0/1 workers ready"
+
+
+def test_conditions_of_every_state():
+    states = tree_states()
+    reasons = {
+        name: {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+        for name, (status, _) in states.items()
+    }
+    assert [c["type"] for c in states["ready"][0]["conditions"]] == [
+        "Ready", "Progressing", "Degraded", "Reconciling", "Stalled"]  # fmt: skip
+    assert reasons["ready"]["Reconciling"] == ("False", "Reconciled")
+    assert reasons["starting"]["Reconciling"] == ("True", "AgentsNotReady")
+    assert reasons["rolling"]["Ready"] == ("True", "AllAgentsReady")
+    assert reasons["rolling"]["Reconciling"] == ("True", "RollingOut")
+    assert reasons["secret-missing"]["Reconciling"] == ("True", "SecretNotFound")
+    for name, reason in (("invalid", "InvalidSpec"), ("refused", "WorkersRefused"), ("stuck", "WorkersStuck"),
+                         ("apply-failed", "ApplyFailed")):  # fmt: skip
+        assert reasons[name]["Stalled"] == ("True", reason), name
+        assert reasons[name]["Degraded"] == ("True", reason), name
+        assert reasons[name]["Reconciling"] == ("False", "Stalled"), name
+        assert reasons[name]["Ready"][0] == "False", name
+
+
+def test_missing_secret_is_in_progress_not_failed():
+    spec = invoice_spec()
+    spec["agents"][1] = {"name": "triage", "model": {"name": "m", "apiKeySecretRef": {"name": "openai", "key": "k"}}}
+    status = plan(spec=spec, observed=ALL_READY, secrets=set()).status
+    assert get(status["conditions"], "Degraded")["reason"] == "SecretNotFound"
+    assert get(status["conditions"], "Reconciling")["reason"] == "SecretNotFound"
+    assert stalled(status) == ("True", "False")  # heals by itself when the Secret appears: the operator retries
+
+
+def test_apply_failed_stalls_the_tree():
+    status = plan(observed=ALL_READY).status
+    mark_apply_failed(status, "spec.agents[1] (triage): Deployment invoice-triage rejected by the API server: x")
+    assert get(status["conditions"], "Degraded")["reason"] == "ApplyFailed"
+    assert get(status["conditions"], "Ready")["status"] == "False"
+    assert stalled(status) == ("False", "True")
+
+
+def test_observed_deployment_carries_its_conditions():
+    obj = {
+        "metadata": {"name": "invoice-triage", "labels": {naming.LABEL_AGENT: "triage"}},
+        "status": {
+            "conditions": [
+                {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated", "message": "m"},
+                {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": QUOTA},
+            ]
+        },
+    }
+    observed = ObservedDeployment.from_object(obj)
+    assert observed.conditions[1] == REFUSED
+    assert observed.problem() == ("WorkersRefused", f"worker pods refused (FailedCreate): {QUOTA}")

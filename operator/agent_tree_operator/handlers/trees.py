@@ -20,8 +20,10 @@ from agent_tree_operator.adapters.kube import KubeError
 from agent_tree_operator.handlers.context import Key, OperatorContext
 from agent_tree_operator.reconcile.conditions import now_iso
 from agent_tree_operator.reconcile.trees import (
+    APPLY_FAILED,
     ObservedDeployment,
     TreePlan,
+    mark_apply_failed,
     parse_spec,
     plain,
     plan_tree,
@@ -153,12 +155,8 @@ async def _reconcile(
         # A Deployment the API server refuses (e.g. a malformed resource quantity) needs an edit of the
         # tree: say which field, keep the other agents running, and do not retry in a loop.
         message = "; ".join(apply_failures)[:1024]
-        for cond in plan.status["conditions"]:
-            if cond["type"] == "Degraded":
-                cond.update(status="True", reason="ApplyFailed", message=message)
-            elif cond["type"] == "Ready":
-                cond.update(status="False", reason="ApplyFailed", message=message)
-        kopf.warn(body, reason="ApplyFailed", message=message)
+        mark_apply_failed(plan.status, message)
+        kopf.warn(body, reason=APPLY_FAILED, message=message)
     await _write_status(ctx, key, uid, old, plan.status)
     if transient is not None:
         raise transient
@@ -228,7 +226,7 @@ async def refresh_tree_status(ctx: OperatorContext, key: Key, trees: kopf.Index,
             now=now_iso(),
             existing_secrets=memory.secrets,
         )
-        if not plan.valid or _degraded_reason(old) == "ApplyFailed":
+        if not plan.valid or _degraded_reason(old) == APPLY_FAILED:
             return  # only a reconcile (an edit) changes these
         try:
             await _write_status(ctx, key, tree["uid"], old, plan.status)

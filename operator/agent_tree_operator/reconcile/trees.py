@@ -23,6 +23,15 @@ from agent_tree_operator.resources.deployments import desired_replicas, worker_d
 
 MESSAGE_MAX = 1024
 
+# Degraded reasons that need a person (an edit, a quota, a pod security exemption): they also set
+# Stalled=True, which kstatus (Helm 4 --wait, Flux, kpt) reads as Failed. Kept stable: Argo CD's
+# health Lua and users match on them.
+INVALID_SPEC = "InvalidSpec"
+APPLY_FAILED = "ApplyFailed"
+WORKERS_REFUSED = "WorkersRefused"  # a Deployment's ReplicaFailure: pods forbidden, quota exceeded
+WORKERS_STUCK = "WorkersStuck"  # a Deployment's Progressing=False ProgressDeadlineExceeded
+STALLING = (INVALID_SPEC, APPLY_FAILED, WORKERS_REFUSED, WORKERS_STUCK)
+
 
 def spec_revision(spec: AgentTreeSpec) -> str:
     """Content hash of a valid tree spec: the worker's definition (the revision a run is pinned to)."""
@@ -56,6 +65,16 @@ def secret_refs(spec: AgentTreeSpec) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class DeploymentCondition:
+    """One entry of a Deployment's ``status.conditions``."""
+
+    type: str
+    status: str
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
 class ObservedDeployment:
     """What the operator needs to know about one existing worker Deployment."""
 
@@ -67,6 +86,25 @@ class ObservedDeployment:
     updated: int = 0
     generation: int = 0
     observed_generation: int = 0
+    conditions: tuple[DeploymentCondition, ...] = ()
+
+    def condition(self, type_: str) -> DeploymentCondition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    def problem(self) -> tuple[str, str] | None:
+        """(Degraded reason, cause quoted from the Deployment) when its controller reports a failure."""
+        failure = self.condition("ReplicaFailure")
+        if failure is not None and failure.status == "True":
+            # The ReplicaSet controller's message is the API server's refusal, verbatim.
+            return WORKERS_REFUSED, f"worker pods refused ({failure.reason or 'ReplicaFailure'}): {failure.message}"
+        progressing = self.condition("Progressing")
+        if (
+            progressing is not None
+            and progressing.status == "False"
+            and progressing.reason == "ProgressDeadlineExceeded"
+        ):
+            return WORKERS_STUCK, f"rollout stuck (ProgressDeadlineExceeded): {progressing.message}"
+        return None
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> ObservedDeployment:
@@ -83,6 +121,16 @@ class ObservedDeployment:
             updated=status.get("updatedReplicas") or 0,
             generation=meta.get("generation") or 0,
             observed_generation=status.get("observedGeneration") or 0,
+            conditions=tuple(
+                DeploymentCondition(
+                    type=str(c.get("type", "")),
+                    status=str(c.get("status", "")),
+                    reason=str(c.get("reason") or ""),
+                    message=str(c.get("message") or ""),
+                )
+                for c in status.get("conditions") or []
+                if isinstance(c, Mapping)
+            ),
         )
 
 
@@ -132,9 +180,10 @@ def plan_tree(
     if spec is None:
         message = _cut("; ".join(errors))
         conditions = [
-            condition("Ready", False, "InvalidSpec", message),
-            condition("Progressing", False, "InvalidSpec", "fix the spec; the last valid revision keeps running"),
-            condition("Degraded", True, "InvalidSpec", message),
+            condition("Ready", False, INVALID_SPEC, message),
+            condition("Progressing", False, INVALID_SPEC, "fix the spec; the last valid revision keeps running"),
+            condition("Degraded", True, INVALID_SPEC, message),
+            *kstatus_conditions(ready=False, reconciling=None, stalled=(INVALID_SPEC, message)),
         ]
         status = {
             **{k: old_status[k] for k in ("revision", "ready", "agents") if k in old_status},
@@ -153,12 +202,14 @@ def plan_tree(
     by_name = {d.name: d for d in observed}
 
     agents, not_ready, rolling = [], [], []
+    problems: dict[str, list[str]] = {}  # Degraded reason -> "spec.agents[i] (name): cause"
     for i, agent in enumerate(spec.agents):
         dep_name = naming.deployment_name(name, agent.name)
         seen = by_name.get(dep_name)
         target = desired_replicas(spec.worker_for(agent.name))
         if target is None:
             target = seen.replicas if seen is not None and seen.replicas is not None else 1
+        problem = seen.problem() if seen is not None else None
         ready = seen.ready if seen is not None else 0
         agents.append(
             {
@@ -170,17 +221,27 @@ def plan_tree(
             }
         )
         where = f"spec.agents[{i}] ({agent.name})"
+        if problem is not None:
+            problems.setdefault(problem[0], []).append(f"{where}: {problem[1]}")
         if seen is None:
             rolling.append(f"{where}: Deployment {dep_name} not created yet")
             not_ready.append(f"{where}: 0/{target} workers ready")
             continue
         if seen.observed_generation < seen.generation or seen.updated < target:
             rolling.append(f"{where}: Deployment {dep_name} {seen.updated}/{target} updated")
-        if ready < target:
+        # An agent whose workers are refused or stuck is not ready, even while pods of an older
+        # revision still serve: the tree's spec is not what runs (status.ready counts it out too).
+        if ready < target or problem is not None:
             not_ready.append(f"{where}: {ready}/{target} workers ready")
 
     total = len(spec.agents)
-    ready_count = total - sum(1 for a in agents if a["readyReplicas"] < a["replicas"] or a["deployment"] not in by_name)
+    ready_count = total - sum(
+        1
+        for a in agents
+        if a["readyReplicas"] < a["replicas"]
+        or a["deployment"] not in by_name
+        or by_name[a["deployment"]].problem() is not None
+    )
     conditions = [
         condition("Ready", True, "AllAgentsReady", f"{ready_count}/{total} agents ready")
         if not not_ready
@@ -198,10 +259,25 @@ def plan_tree(
         ]
         if missing:
             retry = _cut("; ".join(missing))
-    if retry:
+    stalled = None
+    if problems:
+        # The first reason in STALLING order names the condition; the message lists every agent.
+        reason = next(r for r in STALLING if r in problems)
+        stalled = (reason, _cut("; ".join(line for r in STALLING for line in problems.get(r, []))))
+        conditions.append(condition("Degraded", True, *stalled))
+    elif retry:
         conditions.append(condition("Degraded", True, "SecretNotFound", retry + " (retrying)"))
     else:
         conditions.append(condition("Degraded", False, "AsExpected", ""))
+    is_ready = not not_ready
+    reconciling = None
+    if stalled is None and rolling:
+        reconciling = ("RollingOut", _cut("; ".join(rolling)))
+    elif stalled is None and not is_ready:
+        reconciling = ("AgentsNotReady", _cut("; ".join(not_ready)))
+    elif stalled is None and retry:
+        reconciling = ("SecretNotFound", retry)
+    conditions.extend(kstatus_conditions(ready=is_ready, reconciling=reconciling, stalled=stalled))
     status = {
         "observedGeneration": generation,
         "revision": revision,
@@ -210,6 +286,39 @@ def plan_tree(
         "conditions": merge_conditions(old_status.get("conditions"), conditions, now, generation),
     }
     return TreePlan(apply=list(desired.values()), delete=delete, status=status, retry=retry)
+
+
+def kstatus_conditions(
+    *, ready: bool, reconciling: tuple[str, str] | None, stalled: tuple[str, str] | None
+) -> list[dict[str, Any]]:
+    """``Reconciling`` and ``Stalled``, the conditions kstatus (sigs.k8s.io/cli-utils) reads first.
+
+    kstatus: Reconciling=True -> InProgress, Stalled=True -> Failed, neither (with observedGeneration
+    equal to metadata.generation) -> Current. At most one of them is True: kstatus takes the first
+    True one in list order.
+    """
+    if stalled is not None:
+        return [
+            condition("Reconciling", False, "Stalled", "needs a fix: see Stalled"),
+            condition("Stalled", True, *stalled),
+        ]
+    if reconciling is not None:
+        return [condition("Reconciling", True, *reconciling), condition("Stalled", False, "AsExpected", "")]
+    return [
+        condition("Reconciling", False, "Reconciled" if ready else "AsExpected", ""),
+        condition("Stalled", False, "AsExpected", ""),
+    ]
+
+
+def mark_apply_failed(status: dict[str, Any], message: str) -> None:
+    """Record Deployments the API server refused to store (they need an edit of the tree) in ``status``."""
+    for cond in status.get("conditions") or []:
+        if cond["type"] in ("Degraded", "Stalled"):
+            cond.update(status="True", reason=APPLY_FAILED, message=message)
+        elif cond["type"] == "Ready":
+            cond.update(status="False", reason=APPLY_FAILED, message=message)
+        elif cond["type"] == "Reconciling":
+            cond.update(status="False", reason="Stalled", message="needs a fix: see Stalled")
 
 
 def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
