@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_tree import HandoffResult, RunContext
+from agent_tree.usage import report_model_usage
 
 
 def _dir() -> Path:
@@ -77,3 +78,23 @@ def lookup(invoice_id: str) -> dict[str, Any]:
 def policy(topic: str) -> dict[str, Any]:
     """Find the policy of a topic."""
     return {"topic": topic, "id": "AP-7", "text": "Invoices above EUR 500 need a PO number."}
+
+
+# --- nested token accounting and Python outputSchema (test_durable_usage.py) ---------------------
+
+
+async def counting_planner(user_input: str) -> dict[str, Any]:
+    """A planner that "calls a model" and reports its usage."""
+    await report_model_usage("planner", {"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42}, "plan-1")
+    return {"route": ["bad-pricer", "desk"]}
+
+
+async def bad_pricer(ctx: RunContext) -> HandoffResult:
+    return ctx.ok("priced", {"amount": "x"})
+
+
+async def stamper(ctx: RunContext) -> HandoffResult:
+    await ctx.call_tool("lookup", invoice_id="7")
+    answer = await ctx.call_tool("ask_expert", input="is a PO needed?")
+    ctx.add_tokens(500)
+    return ctx.ok(f"stamped; {answer.output['summary']}", {"amount": 12.5})

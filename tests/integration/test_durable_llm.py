@@ -103,7 +103,7 @@ async def test_llm_tree_repairs_invalid_output_durable_equals_embedded(
     assert result["final_agent"] == "billing"
     assert result["payload"] == GOOD and result["answer"] == GOOD["summary"]
     assert result["plan"]["route"] == ["billing"]
-    assert result["token_usage"] == 4 * 18  # four billing model calls, 18 tokens each (fake usage)
+    assert result["token_usage"] == 5 * 18  # the routing call and four billing calls, 18 tokens each (fake usage)
 
     steps = await store.steps(handle.id)
     kinds = [(s["type"], s["agent"]) for s in steps]
@@ -111,7 +111,7 @@ async def test_llm_tree_repairs_invalid_output_durable_equals_embedded(
     assert [s["data"]["tool"] for s in steps if s["type"] == "tool_end"] == ["lookup", "policy"]
     assert all(s["data"]["status"] == "ok" for s in steps if s["type"] == "tool_end")
     usage = [s["data"] for s in steps if s["type"] == "model_usage"]
-    assert len(usage) == 4 and all(u["total_tokens"] == 18 for u in usage)
+    assert [u["agent"] for u in usage] == ["desk", *["billing"] * 4] and all(u["total_tokens"] == 18 for u in usage)
 
     # The repair: the third reply broke the schema, the model was told why, the fourth reply passed.
     billing_requests = fake_openai.requests_for("billing-repair")
@@ -127,7 +127,7 @@ async def test_llm_tree_repairs_invalid_output_durable_equals_embedded(
 
     # The embedded run of the same tree takes the same steps (model usage is recorded durably only).
     embedded, events = await run_embedded(spec, question)
-    assert embedded.status == "completed" and embedded.payload == GOOD and embedded.token_usage == 72
+    assert embedded.status == "completed" and embedded.payload == GOOD and embedded.token_usage == 90
     assert [s["data"] for s in steps if s["type"] != "model_usage"] == events
 
 

@@ -20,13 +20,13 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from agent_tree import registry
+from agent_tree import registry, usage
 from agent_tree.compiler import CompiledTree, CompileError, compile_tree
 from agent_tree.context import run_turn
 from agent_tree.events import event_hooks
 from agent_tree.models import HandoffResult, ToolResult
 from agent_tree.node import AgentNode, error_message, maybe_await
-from agent_tree.orchestrator import make_plan, plan_thought
+from agent_tree.orchestrator import plan_thought, plan_with_usage
 from agent_tree.providers import openai_chat as chat
 from agent_tree.spec import AgentSpec, AgentTreeSpec
 from agent_tree_worker import inputs as t
@@ -229,9 +229,10 @@ class Activities:
                 planner = registry.resolve(spec.planner)  # type: ignore[arg-type]
             except registry.EntrypointError as exc:
                 planner = _failing_planner(f"spec.planner: {exc}")
-        plan = await make_plan(planner, inp.input)
+        plan, calls = await plan_with_usage(planner, inp.input)
         # The thought is rendered here: Temporal's JSON converter sorts dict keys on the way back.
-        return None if plan is None else {"plan": plan, "thought": plan_thought(plan)}
+        # ``usage``: the routing / planner model calls, for model_usage steps and the run's tokens.
+        return None if plan is None else {"plan": plan, "thought": plan_thought(plan), "usage": calls}
 
     @activity.defn(name=t.PYTHON_TURN)
     async def python_turn(self, inp: t.PythonTurnInput) -> dict[str, Any]:
@@ -247,11 +248,16 @@ class Activities:
         journal_key = f"{info.workflow_run_id}/{info.activity_id}"
         events = itertools.count(1)
         calls = itertools.count(1)
+        usages = itertools.count(1)
+        last_event = [0]
         unwritten: list[t.Step] = []
 
-        async def sink(event: dict[str, Any]) -> None:
+        async def sink(event: dict[str, Any], ord_: list[int] | None = None) -> None:
+            if ord_ is None:
+                last_event[0] = next(events)
+                ord_ = [*inp.ord, last_event[0]]
             step = {
-                "ord": [*inp.ord, next(events)],
+                "ord": ord_,
                 "type": event["type"],
                 "agent": event.get("agent") or inp.agent,
                 "data": event,
@@ -287,18 +293,25 @@ class Activities:
                 raise RetryTurn(f"history unavailable during tool call {seq} ({name}): {error_message(exc)}") from exc
             return result
 
+        async def model_usage(record: dict[str, Any]) -> None:
+            # A model agent run in-process as this agent's tool: its calls are steps of the run too.
+            # Numbered under the last event (the tool_start), not with the events: a retry whose tool
+            # call comes from the journal makes no model call, and must not shift later events' ords.
+            await sink({"type": "model_usage", **record}, [*inp.ord, last_event[0], next(usages)])
+
         try:
             async with heartbeating():
-                handoff = await run_turn(
-                    node,
-                    inp.input,
-                    inp.context,
-                    hooks=None if inp.quiet else event_hooks(sink),
-                    plan=inp.plan,
-                    step=inp.step,
-                    tool_runner=journaled,
-                    max_steps=inp.max_steps,
-                )
+                with usage.collecting(model_usage):
+                    handoff = await run_turn(
+                        node,
+                        inp.input,
+                        inp.context,
+                        hooks=None if inp.quiet else event_hooks(sink),
+                        plan=inp.plan,
+                        step=inp.step,
+                        tool_runner=journaled,
+                        max_steps=inp.max_steps,
+                    )
         except RetryTurn as exc:
             raise ApplicationError(str(exc), type="HistoryUnavailable") from None
         if unwritten:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -23,7 +24,7 @@ from temporalio.exceptions import ActivityError, CancelledError, ChildWorkflowEr
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from agent_tree import naming, policy
+    from agent_tree import naming, policy, usage
     from agent_tree.providers import openai_chat as chat
     from agent_tree.spec import MAX_INPUT_CHARS, AgentTreeSpec
     from agent_tree_worker import inputs as t
@@ -34,6 +35,11 @@ HISTORY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=0.5), maximum_int
 # Patch id (workflow.patched) of recording a turn's steps before the child turn starts; histories of
 # runs started before it replay without the extra local activity.
 RECORD_BEFORE_TURN = "record-steps-before-child-turn"
+# Patch id of counting what happens below a turn: routing / planner model calls (model_usage steps and
+# tokens), model calls of agents called as tools, and nested supervisors' and agent tools' tool calls
+# and tokens in the handoff traces. It changes ords (child workflow ids) and budget decisions, so
+# histories of runs started before it replay with the old counting.
+COUNT_NESTED_USAGE = "count-nested-and-routing-usage"
 
 
 def _cause(exc: BaseException) -> str:
@@ -115,6 +121,11 @@ class Executor:
 
     def remaining(self, floor: float = 1.0) -> timedelta:
         return timedelta(seconds=max(floor, self.deadline - workflow.now().timestamp()))
+
+    @staticmethod
+    def counting() -> bool:
+        """Whether this run counts nested and routing usage (see COUNT_NESTED_USAGE)."""
+        return workflow.patched(COUNT_NESTED_USAGE)
 
     # --- supervision -------------------------------------------------------------------------
 
@@ -246,6 +257,11 @@ class Executor:
         if planned is not None:
             who = agent or self.spec["root"]
             self.rec.emit("reasoning", who, agent=who, thought=planned["thought"])
+            calls = planned.get("usage") or []
+            if calls and self.counting():
+                for record in calls:  # a step of the agent that planned (the root for spec.planner)
+                    self.rec.emit("model_usage", who, **{**record, "agent": who})
+                self.tokens += usage.total_tokens(calls)
             return planned["plan"]
         return None
 
@@ -301,6 +317,9 @@ class Executor:
         """A model agent's turn: the pure chat loop, each model and tool call an activity."""
         agent = self.agents[turn.agent]
         state = chat.start(agent, turn.input, turn.context)
+        counting = self.counting()
+        if not counting:
+            state = replace(state, agent_tools=())
         while not isinstance(action := chat.next_action(state), chat.Done):
             if isinstance(action, chat.CallModel):
                 steps = self.rec.take()
@@ -327,6 +346,8 @@ class Executor:
                 if not turn.as_tool:
                     for thought in state.reasoning[seen:]:
                         self.rec.emit("reasoning", turn.agent, agent=turn.agent, thought=thought)
+                if not turn.as_tool or counting:
+                    # An agent called as a tool has no lifecycle steps, but its model calls are the run's.
                     self.rec.emit(
                         "model_usage",
                         turn.agent,
@@ -536,7 +557,7 @@ class AgentRunWorkflow:
             plan = await ex.plan(inp.input, None)
         elif root_spec.get("model") and root_spec.get("children"):
             plan = await ex.plan(inp.input, root)
-        self._progress["plan"] = plan
+        self._progress.update(plan=plan, tokenUsage=ex.tokens)
         state, decision = await ex.supervise(
             root, inp.input, inp.context, plan, max_steps, budgets=inp.budgets, progress=self._progress
         )
@@ -587,8 +608,10 @@ class AgentWorkflow:
             plan = None
             if agent.get("model"):
                 plan = await ex.plan(turn.input, turn.agent)
-            _, decision = await ex.supervise(turn.agent, turn.input, dict(turn.context), plan, turn.max_steps)
+            state, decision = await ex.supervise(turn.agent, turn.input, dict(turn.context), plan, turn.max_steps)
             status = "ok" if decision.status == "completed" else "failed"
+            # The children's tool calls and tokens (and the routing call's) are this turn's too.
+            traces = usage.supervisor_traces(state.handoffs, ex.tokens) if ex.counting() else _traces()
             return {
                 "from_agent": turn.agent,
                 "to_agent": turn.to_agent,
@@ -596,7 +619,7 @@ class AgentWorkflow:
                 "summary": decision.answer,
                 "payload": decision.payload,
                 "artifacts": [],
-                "traces": _traces(),
+                "traces": traces,
             }
         if agent.get("model"):
             return await ex.chat(turn)
