@@ -10,11 +10,16 @@
 # registries here): `go install helm.sh/helm/v3/cmd/helm@<version>` builds it.
 # v3.21.x declares `go 1.26.0`, which the local Go 1.26 toolchain accepts
 # (GOTOOLCHAIN=local: never try to download another toolchain).
+# The Kubernetes version helm assumes without a cluster (`helm template`, `helm lint`) is stamped
+# through ldflags as helm's Makefile does (K8S_MODULES_VER: k8s.io/client-go v0.36.x -> 1.36);
+# without them helm says v1.20.0 and charts with a `kubeVersion` fail to render.
 set -euo pipefail
 
 HELM_VERSION=${HELM_VERSION:-v3.21.4}
 CACHE=${AGENT_TREE_CACHE:-$HOME/.cache/agent-tree}
-bin_dir=$CACHE/helm/$HELM_VERSION/bin
+# The `-k8s` suffix is the cache key of this build recipe: a helm cached before the Kubernetes
+# version ldflags existed (…/helm/v3.21.4/) is not reused.
+bin_dir=$CACHE/helm/$HELM_VERSION-k8s/bin
 helm=$bin_dir/helm
 
 log() { echo "build-helm.sh: $*" >&2; }
@@ -35,12 +40,25 @@ mkdir -p "$bin_dir"
 tmp=$(mktemp -d "$bin_dir/.build.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
+# Makefile: K8S_MODULES_VER from `go list -m k8s.io/client-go`; major = 0 + 1, minor = 36.
+helm_src=$(cd "$tmp" && go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+client_go=$(awk '$1 == "k8s.io/client-go" { print $2; exit }' "$helm_src/go.mod")
+if [[ ! $client_go =~ ^v([0-9]+)\.([0-9]+)\. ]]; then
+  log "cannot read the k8s.io/client-go version from $helm_src/go.mod (got '$client_go')"
+  exit 1
+fi
+k8s_major=$(( BASH_REMATCH[1] + 1 ))
+k8s_minor=${BASH_REMATCH[2]}
+
 # helm's own Makefile stamps the version through ldflags; without them
 # `helm version` prints v3.x-dev-ish defaults, and the cache check above needs it.
 ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+  ldflags+=" -X $pkg.k8sVersionMajor=$k8s_major -X $pkg.k8sVersionMinor=$k8s_minor"
+done
 
-log "helm $HELM_VERSION: building into $bin_dir (cold: a few minutes on 2 cores)"
+log "helm $HELM_VERSION (Kubernetes $k8s_major.$k8s_minor from client-go $client_go): building into $bin_dir (cold: a few minutes on 2 cores)"
 start=$(date +%s)
 GOBIN=$tmp go install -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 mv -f "$tmp/helm" "$helm"

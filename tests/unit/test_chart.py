@@ -197,6 +197,32 @@ def test_servicemonitor_needs_the_metrics_service(helm: str, tmp_path: Path) -> 
     assert proc.returncode != 0 and "metrics.serviceMonitor.enabled needs" in proc.stderr
 
 
+def test_helm_knows_its_kubernetes_version_without_flags(helm: str, tmp_path: Path) -> None:
+    """hack/build-helm.sh stamps the Kubernetes version as helm's Makefile does (from its client-go):
+    `helm template` and `helm lint` then work without --kube-version, as with an official helm."""
+    probe = tmp_path / "probe"
+    (probe / "templates").mkdir(parents=True)
+    (probe / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+    (probe / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe}\n"
+        "data: {kube: {{ .Capabilities.KubeVersion.Version | quote }}}\n"
+    )
+    proc = run_helm(helm, "template", "probe", str(probe))
+    assert proc.returncode == 0, proc.stderr
+    kube = yaml.safe_load(proc.stdout)["data"]["kube"]
+    major, minor = (int(x) for x in kube.removeprefix("v").split(".")[:2])
+    # Helm's built-in default without the ldflags is v1.20.0; the chart needs >= 1.29 (CEL rules).
+    assert (major, minor) >= (1, 29), f"helm assumes Kubernetes {kube}: built without the version ldflags?"
+
+    proc = run_helm(helm, "template", "agent-tree", str(CHART))
+    assert proc.returncode == 0, proc.stderr
+    assert one([d for d in yaml.safe_load_all(proc.stdout) if d], "Deployment", name="agent-tree")
+    proc = run_helm(helm, "lint", "--strict", str(CHART))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in proc.stdout
+    assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout, proc.stdout
+
+
 # --- the operator Deployment ----------------------------------------------------------------------
 
 
