@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "metrics": {"serviceMonitor": {"enabled": True}},
         "image": {"digest": "sha256:" + "a" * 64},
         "workers": {"serviceAccount": {"extraNamespaces": ["team-c"]}, "envSecret": "tool-keys"},
+        "retention": {"enabled": True, "olderThan": "14d", "timeZone": "Europe/Berlin"},
     },
 }
 
@@ -497,6 +499,82 @@ def test_network_policy(helm: str, tmp_path: Path) -> None:
         (5432, "TCP"),
         (6379, "TCP"),
     }
+
+
+# --- history retention CronJob -----------------------------------------------------------------------
+
+
+def retention_job(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(docs, "CronJob", name="agent-tree-retention")
+
+
+def test_retention_cronjob_is_off_by_default(helm: str, tmp_path: Path) -> None:
+    assert not find(render(helm, tmp_path, CONNECTIONS), "CronJob")
+
+
+def test_retention_cronjob_purges_with_the_operators_image_secret_and_security(helm: str, tmp_path: Path) -> None:
+    from agent_tree.cli import build_parser
+
+    values = {**CONNECTIONS, "retention": {"enabled": True}}
+    docs = render(helm, tmp_path, values)
+    cron = retention_job(docs)
+    spec = cron["spec"]
+    assert spec["schedule"] == "17 3 * * *" and "timeZone" not in spec
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["successfulJobsHistoryLimit"] == 3 and spec["failedJobsHistoryLimit"] == 3
+    job = spec["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 2 and job["activeDeadlineSeconds"] == 3600
+    pod = job["template"]["spec"]
+    operator = operator_pod(docs)["spec"]
+    (container,) = pod["containers"]
+    (op_container,) = operator["containers"]
+    # The operator's image, its database Secret reference and its Pod Security settings, exactly.
+    assert container["image"] == op_container["image"] == "agent-tree:0.1.0"
+    assert container["env"] == [e for e in op_container["env"] if e["name"] == "AGENT_TREE_DATABASE_URL"]
+    assert container["env"][0]["valueFrom"] == {"secretKeyRef": {"name": "pg", "key": "dsn"}}
+    assert pod["securityContext"] == operator["securityContext"]
+    assert container["securityContext"] == op_container["securityContext"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    # The command is one the image's CLI takes: `agent-tree db purge --older-than 30d`.
+    command = container["command"]
+    assert command[:3] == ["agent-tree", "db", "purge"]
+    args = build_parser().parse_args(command[1:])
+    assert (args.command, args.db_command) == ("db", "purge"), args
+    assert args.older_than == timedelta(days=30) and not args.dry_run
+    assert job["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "retention"
+
+
+def test_retention_values_reach_the_cronjob(helm: str, tmp_path: Path) -> None:
+    values = {
+        "postgresql": {"url": "postgresql://u:p@pg:5432/db"},
+        "retention": {"enabled": True, "schedule": "@hourly", "timeZone": "Europe/Berlin", "olderThan": "12h",
+                      "successfulJobsHistoryLimit": 1, "failedJobsHistoryLimit": 5},
+    }  # fmt: skip
+    cron = retention_job(render(helm, tmp_path, values))
+    assert cron["spec"]["schedule"] == "@hourly" and cron["spec"]["timeZone"] == "Europe/Berlin"
+    assert cron["spec"]["successfulJobsHistoryLimit"] == 1 and cron["spec"]["failedJobsHistoryLimit"] == 5
+    (container,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["command"][-2:] == ["--older-than", "12h"]
+    # A plain URL goes into the chart's connection Secret; the pod references it, never the DSN itself.
+    assert container["env"] == [{"name": "AGENT_TREE_DATABASE_URL", "valueFrom": {"secretKeyRef": {
+        "name": "agent-tree-connections", "key": "DATABASE_URL"}}}]  # fmt: skip
+    assert "postgresql://" not in yaml.safe_dump(cron)
+
+
+def test_retention_needs_a_database_and_valid_values(helm: str, tmp_path: Path) -> None:
+    proc = run_helm(helm, "template", "x", str(CHART), "--kube-version", KUBE_VERSION,
+                    values={"retention": {"enabled": True}}, tmp=tmp_path)  # fmt: skip
+    assert proc.returncode != 0
+    need = "retention.enabled needs the history database: set postgresql.url or postgresql.existingSecret"
+    assert need in proc.stderr, proc.stderr
+    for bad in ({"olderThan": "30 days"}, {"olderThan": "30"}, {"schedule": "daily"}, {"schedule": "1 2 3"},
+                {"keep": "30d"}, {"failedJobsHistoryLimit": -1}):  # fmt: skip
+        values = {**CONNECTIONS, "retention": {"enabled": True, **bad}}
+        proc = run_helm(helm, "template", "x", str(CHART), "--kube-version", KUBE_VERSION, values=values, tmp=tmp_path)
+        assert proc.returncode != 0, f"accepted retention {bad}"
+        assert "values don't meet the specifications of the schema" in proc.stderr, (bad, proc.stderr)
 
 
 # --- workers' metrics, PodMonitor, Grafana dashboard -------------------------------------------------

@@ -91,3 +91,39 @@ app.kubernetes.io/component: operator
 {{- define "agent-tree.connectionSecretName" -}}
 {{- printf "%s-connections" (include "agent-tree.fullname" .) -}}
 {{- end -}}
+
+{{/* Pod securityContext of the release's own pods (operator, retention job): restricted Pod Security. */}}
+{{- define "agent-tree.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Container securityContext of the release's own containers (operator, retention job). */}}
+{{- define "agent-tree.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* AGENT_TREE_DATABASE_URL from the connection Secret (rendered by the chart or existing): the DSN
+is never rendered into a pod spec. Empty when no database is configured. */}}
+{{- define "agent-tree.databaseUrlEnv" -}}
+{{- if or .Values.postgresql.url .Values.postgresql.existingSecret -}}
+- name: AGENT_TREE_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ default (include "agent-tree.connectionSecretName" .) .Values.postgresql.existingSecret }}
+      key: {{ if .Values.postgresql.existingSecret }}{{ .Values.postgresql.existingSecretKey }}{{ else }}DATABASE_URL{{ end }}
+{{- end -}}
+{{- end -}}
