@@ -3,6 +3,8 @@
 # One image, two entrypoints:
 #   agent-tree operator                      (the kopf operator; the Helm chart runs this)
 #   agent-tree worker --task-queue QUEUE     (one agent's Temporal worker; the operator runs this)
+# It also carries the invoice example (/app/examples/invoice), so examples/invoice/agenttree.yaml
+# runs on the chart's default worker image.
 #
 # Build:   docker build -t agent-tree:0.1.0 .
 # Teams extend it with their own agents and tools: see docs/worker-image.md and
@@ -48,6 +50,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp
 WORKDIR /app
+# The invoice example, so the README's cluster path runs on the chart's defaults: its AgentTree sets
+# PYTHONPATH=examples/invoice, relative to this WORKDIR. Owned by root: read-only for the worker.
+COPY --chown=0:0 examples/invoice /app/examples/invoice
+RUN python -m compileall -q /app/examples/invoice
 USER 10001:10001
 ENTRYPOINT ["agent-tree"]
 CMD ["--help"]

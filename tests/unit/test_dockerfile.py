@@ -10,8 +10,10 @@ unprivileged user after installing as root.
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -131,9 +134,9 @@ def test_final_stage_runs_as_numeric_non_root(main: list[Instruction]) -> None:
     user = users[-1].args
     assert re.fullmatch(r"\d+(:\d+)?", user), f"USER {user!r}: use a numeric uid[:gid] so runAsNonRoot can check it"
     assert int(user.split(":")[0]) != 0
-    # The chart's pod securityContext uses the same uid.
-    deployment = (ROOT / "charts" / "agent-tree" / "templates" / "deployment.yaml").read_text()
-    assert f"runAsUser: {user.split(':')[0]}" in deployment
+    # The chart's pod securityContext (a helper shared by the operator and the retention job) uses the same uid.
+    helpers = (ROOT / "charts" / "agent-tree" / "templates" / "_helpers.tpl").read_text()
+    assert f"runAsUser: {user.split(':')[0]}" in helpers
     # Nothing after the last USER switches back.
     assert stages(main)[-1][-1].cmd in ("CMD", "ENTRYPOINT", "USER", "LABEL", "EXPOSE")
 
@@ -177,6 +180,53 @@ def test_copied_sources_exist_and_are_in_the_context(main: list[Instruction]) ->
             assert not ignored(src, patterns), f"line {ins.line}: COPY {src} is excluded by .dockerignore"
     for heavy in (".venv", ".git", "tests", "hack"):
         assert ignored(heavy, patterns), f"{heavy} should stay out of the build context"
+
+
+def test_default_image_carries_the_invoice_example(main: list[Instruction], tmp_path: Path) -> None:
+    """The chart's default worker image is this one: lay out the final stage's files as its COPYs do,
+    then resolve every entrypoint of examples/invoice/agenttree.yaml there, from the image's WORKDIR
+    with the tree's own PYTHONPATH (what a worker pod does), and nothing of the repository on the path."""
+    final = stages(main)[-1]
+    image = tmp_path / "image"
+    workdir = "/"
+    for ins in final:
+        if ins.cmd == "WORKDIR":
+            workdir = ins.args
+        if ins.cmd != "COPY" or ins.args.startswith("--from="):
+            continue
+        *sources, dest = [p for p in shlex.split(ins.args) if not p.startswith("--")]
+        for src in sources:
+            target = image / dest.lstrip("/")
+            if (ROOT / src).is_dir():
+                shutil.copytree(ROOT / src, target, dirs_exist_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / src, target)
+    tree = yaml.safe_load((ROOT / "examples" / "invoice" / "agenttree.yaml").read_text())
+    env = {e["name"]: e["value"] for e in tree["spec"]["worker"]["env"]}
+    entrypoints = [tree["spec"]["planner"]]
+    for agent in tree["spec"]["agents"]:
+        entrypoints += [agent["entrypoint"]] if agent.get("entrypoint") else []
+        entrypoints += [tool["entrypoint"] for tool in agent.get("tools", []) if tool.get("entrypoint")]
+    assert len(entrypoints) == 7
+    cwd = image / workdir.lstrip("/")
+    cwd.mkdir(parents=True, exist_ok=True)  # WORKDIR creates it
+    # -I: no PYTHONPATH from the environment and no script directory on sys.path; the tree's PYTHONPATH
+    # is put in front by hand, relative to the WORKDIR, as the interpreter in the pod would.
+    script = (
+        "import os, sys\n"
+        "sys.path[:0] = os.environ['TREE_PYTHONPATH'].split(':')\n"
+        "from agent_tree.registry import resolve\n"
+        "for ep in sys.argv[1:]:\n"
+        "    fn = resolve(ep)\n"
+        "    where = sys.modules[fn.__module__].__file__\n"
+        "    assert where.startswith(os.getcwd()), (ep, where)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", script, *entrypoints], cwd=cwd, capture_output=True, text=True, timeout=60,
+        env={"PATH": os.environ.get("PATH", ""), "TREE_PYTHONPATH": env["PYTHONPATH"], "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert proc.returncode == 0, f"the invoice example is not importable in the image:\n{proc.stderr[-2000:]}"
 
 
 def test_example_worker_image() -> None:
