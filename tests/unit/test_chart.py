@@ -35,7 +35,7 @@ NAMESPACED_PERMISSIONS = (
     | {("agenttree.io", "agenttrees/status", "patch"), ("agenttree.io", "agentruns/status", "patch")}
     | {("agenttree.io", "agenttrees/finalizers", "update")}
     | {("apps", "deployments", v) for v in ("get", "list", "watch", "create", "patch", "delete")}
-    | {("", "events", "create"), ("", "secrets", "get")}
+    | {("", "events", "create"), ("", "secrets", "get"), ("", "pods", "list"), ("", "pods", "watch")}
 )
 CLUSTER_PERMISSIONS = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
 # kopf observes the namespaces it was given (cluster-wide it does not need to).

@@ -15,6 +15,7 @@ from agent_tree_operator.reconcile.conditions import get
 from agent_tree_operator.reconcile.trees import (
     DeploymentCondition,
     ObservedDeployment,
+    ObservedPod,
     mark_apply_failed,
     parse_spec,
     plan_tree,
@@ -34,7 +35,7 @@ def invoice_spec() -> dict:
     return yaml.safe_load((ROOT / "examples" / "invoice" / "agenttree.yaml").read_text())["spec"]
 
 
-def plan(spec=None, observed=(), old=None, now=NOW, secrets=None, generation=1):
+def plan(spec=None, observed=(), old=None, now=NOW, secrets=None, generation=1, pods=()):
     return plan_tree(
         namespace="team",
         name="invoice",
@@ -46,6 +47,7 @@ def plan(spec=None, observed=(), old=None, now=NOW, secrets=None, generation=1):
         config=CONFIG,
         now=now,
         existing_secrets=secrets,
+        pods=pods,
     )
 
 
@@ -284,6 +286,7 @@ def tree_states() -> dict[str, tuple[dict, int]]:
         "refused": (plan(observed=[ALL_READY[0], failing("triage", 1, REFUSED), *ALL_READY[2:]]).status, 1),
         "stuck": (plan(observed=[*ALL_READY[:3], failing("verifier", 1, STUCK)]).status, 1),
         "apply-failed": (applied, 1),
+        "failing": (plan(observed=ALL_READY, pods=[ObservedPod.from_object(crash_looping_pod())]).status, 1),
     }
 
 
@@ -324,6 +327,7 @@ def test_the_real_kstatus_library_reads_every_state_of_a_tree(kstatus):
         "refused": "Failed",
         "stuck": "Failed",
         "apply-failed": "Failed",
+        "failing": "Failed",
     }
     assert got["refused"][1].startswith("spec.agents[1] (triage): worker pods refused (FailedCreate): pods ")
     assert got["invalid"][1].startswith("spec.root: no agent named 'nobody'")
@@ -344,7 +348,7 @@ def test_conditions_of_every_state():
     assert reasons["rolling"]["Reconciling"] == ("True", "RollingOut")
     assert reasons["secret-missing"]["Reconciling"] == ("True", "SecretNotFound")
     for name, reason in (("invalid", "InvalidSpec"), ("refused", "WorkersRefused"), ("stuck", "WorkersStuck"),
-                         ("apply-failed", "ApplyFailed")):  # fmt: skip
+                         ("apply-failed", "ApplyFailed"), ("failing", "WorkersFailing")):  # fmt: skip
         assert reasons[name]["Stalled"] == ("True", reason), name
         assert reasons[name]["Degraded"] == ("True", reason), name
         assert reasons[name]["Reconciling"] == ("False", "Stalled"), name
@@ -381,3 +385,60 @@ def test_observed_deployment_carries_its_conditions():
     observed = ObservedDeployment.from_object(obj)
     assert observed.conditions[1] == REFUSED
     assert observed.problem() == ("WorkersRefused", f"worker pods refused (FailedCreate): {QUOTA}")
+
+
+def crash_looping_pod(agent: str = "invoice-specialist", name: str = "invoice-invoice-specialist-7f9c-abcde") -> dict:
+    return {
+        "metadata": {"name": name, "labels": {naming.LABEL_AGENT: agent}},
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [
+                {
+                    "name": "worker",
+                    "ready": False,
+                    "restartCount": 4,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting"}},
+                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}},
+                }
+            ],
+        },
+    }
+
+
+def test_failing_worker_pods_degrade_the_tree_naming_the_agent_and_quoting_the_kubelet():
+    pod = ObservedPod.from_object(crash_looping_pod())
+    assert pod == ObservedPod(
+        "invoice-invoice-specialist-7f9c-abcde", "invoice-specialist", "CrashLoopBackOff",
+        "last exit 1 (Error); back-off 40s restarting",
+    )  # fmt: skip
+    # One of two pods crash-loops; the other is ready.
+    observed = [*ALL_READY[:2], ready("invoice-specialist", 2, ready_count=1), ALL_READY[3]]
+    status = plan(observed=observed, pods=[pod]).status
+    degraded = get(status["conditions"], "Degraded")
+    assert degraded["reason"] == "WorkersFailing"
+    assert degraded["message"] == (
+        "spec.agents[2] (invoice-specialist): worker pod invoice-invoice-specialist-7f9c-abcde CrashLoopBackOff: "
+        "last exit 1 (Error); back-off 40s restarting"
+    )
+    assert stalled(status) == ("False", "True")
+    assert status["ready"] == "3/4" and get(status["conditions"], "Ready")["status"] == "False"
+    # The pod restarts fine: nothing failing left in the index.
+    assert plan(observed=ALL_READY, pods=[]).status["ready"] == "4/4"
+
+
+def test_only_waiting_reasons_that_need_a_fix_count():
+    def pod_waiting(reason: str | None, message: str = "") -> dict:
+        obj = crash_looping_pod()
+        cs = obj["status"]["containerStatuses"][0]
+        cs.pop("lastState")
+        cs["state"] = {"waiting": {"reason": reason, "message": message}} if reason else {"running": {}}
+        return obj
+
+    for reason in ("ContainerCreating", "PodInitializing", None):
+        assert ObservedPod.from_object(pod_waiting(reason)) is None, reason
+    pulled = ObservedPod.from_object(pod_waiting("ImagePullBackOff", 'Back-off pulling image "nope:1"'))
+    assert (pulled.reason, pulled.message) == ("ImagePullBackOff", 'Back-off pulling image "nope:1"')
+    assert ObservedPod.from_object({"metadata": {"name": "x"}}) is None
+    # A Deployment-level refusal wins over a pod's reason for the same agent.
+    status = plan(observed=[*ALL_READY[:2], failing("invoice-specialist", 2, REFUSED), ALL_READY[3]], pods=[pulled])
+    assert get(status.status["conditions"], "Degraded")["reason"] == "WorkersRefused"

@@ -51,4 +51,9 @@ actually call: every write is a PATCH (merge patch, server-side apply), never a 
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+# Worker pods (label-selected watch): a container waiting in CrashLoopBackOff, ImagePullBackOff, ...
+# becomes the tree's Degraded=True WorkersFailing. Read only.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
 {{- end -}}

@@ -3,7 +3,10 @@
 - create / update / resume: the full reconcile (list the tree's Deployments, plan, apply, delete,
   write status once). A Secret that is referenced but missing makes it retry with backoff.
 - Deployment events (watched with a server-side label selector): refresh the tree's status only
-  (per-agent readiness), from kopf's in-memory indices, without reading the API.
+  (per-agent readiness, ReplicaFailure, progress deadline), from kopf's in-memory indices, without
+  reading the API.
+- Worker pod events (same selector): a container waiting in CrashLoopBackOff, ImagePullBackOff, ...
+  enters an index; a change refreshes the tree's status the same way.
 - Tree events: wake the AgentRuns waiting for this tree.
 """
 
@@ -22,6 +25,7 @@ from agent_tree_operator.reconcile.conditions import now_iso
 from agent_tree_operator.reconcile.trees import (
     APPLY_FAILED,
     ObservedDeployment,
+    ObservedPod,
     TreePlan,
     mark_apply_failed,
     parse_spec,
@@ -33,6 +37,7 @@ from agent_tree_operator.reconcile.trees import (
 
 TREES = ("agenttree.io", "v1alpha1", "agenttrees")
 DEPLOYMENTS = ("apps", "v1", "deployments")
+PODS = ("", "v1", "pods")
 MANAGED = {"app.kubernetes.io/managed-by": "agent-tree-operator"}
 MAX_RETRY_DELAY = 300.0
 KIND = "AgentTree"
@@ -61,6 +66,14 @@ def workers_idx(namespace: str, labels: Any, body: Any, **_: Any) -> dict:
     return {(namespace, tree): ObservedDeployment.from_object(plain(body))}
 
 
+@kopf.index(*PODS, labels=MANAGED)
+def worker_pods_idx(namespace: str, labels: Any, body: Any, **_: Any) -> dict:
+    """(namespace, tree) -> the tree's worker pods whose containers fail (nothing for healthy pods)."""
+    tree = labels.get(naming.LABEL_TREE)
+    pod = ObservedPod.from_object(plain(body)) if tree else None
+    return {(namespace, tree): pod} if pod is not None else {}
+
+
 def _ctx(memo: Any) -> OperatorContext:
     return memo.ctx
 
@@ -85,14 +98,18 @@ async def reconcile_tree(
     memo: Any,
     retry: int,
     logger: Any,
+    worker_pods_idx: kopf.Index,
     **_: Any,
 ) -> None:
     ctx = _ctx(memo)
     key: Key = (namespace, name)
+    pods = list(worker_pods_idx.get(key, []))
     async with ctx.locks[key]:
         try:
             with metrics.reconcile_timer(KIND):
-                plan = await _reconcile(ctx, key, uid, meta.get("generation"), plain(spec), plain(status), body, logger)
+                plan = await _reconcile(
+                    ctx, key, uid, meta.get("generation"), plain(spec), plain(status), body, logger, pods
+                )
         except KubeError as exc:
             metrics.RECONCILES.labels(KIND, "error").inc()
             raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=retry_delay(retry)) from exc
@@ -103,7 +120,15 @@ async def reconcile_tree(
 
 
 async def _reconcile(
-    ctx: OperatorContext, key: Key, uid: str, generation: int | None, spec: dict, status: dict, body: Any, logger: Any
+    ctx: OperatorContext,
+    key: Key,
+    uid: str,
+    generation: int | None,
+    spec: dict,
+    status: dict,
+    body: Any,
+    logger: Any,
+    pods: list[ObservedPod],
 ) -> TreePlan:
     namespace, name = key
     memory = ctx.trees[key]
@@ -128,6 +153,7 @@ async def _reconcile(
         config=ctx.config,
         now=now_iso(),
         existing_secrets=existing,
+        pods=pods,
     )
     if not plan.valid:
         degraded = next(c for c in plan.status["conditions"] if c["type"] == "Degraded")
@@ -191,6 +217,7 @@ async def worker_changed(
     memo: Any,
     agenttrees_idx: kopf.Index,
     workers_idx: kopf.Index,
+    worker_pods_idx: kopf.Index,
     **_: Any,
 ) -> None:
     ctx = _ctx(memo)
@@ -200,10 +227,28 @@ async def worker_changed(
         ctx.autoscaler.observe_deployment(namespace, name, spec.get("replicas"), meta.get("generation") or 0)
     tree = labels.get(naming.LABEL_TREE)
     if tree:
-        await refresh_tree_status(ctx, (namespace, tree), agenttrees_idx, workers_idx)
+        await refresh_tree_status(ctx, (namespace, tree), agenttrees_idx, workers_idx, worker_pods_idx)
 
 
-async def refresh_tree_status(ctx: OperatorContext, key: Key, trees: kopf.Index, workers: kopf.Index) -> None:
+@kopf.on.event(*PODS, labels=MANAGED)
+async def worker_pod_changed(
+    namespace: str,
+    labels: Any,
+    memo: Any,
+    agenttrees_idx: kopf.Index,
+    workers_idx: kopf.Index,
+    worker_pods_idx: kopf.Index,
+    **_: Any,
+) -> None:
+    tree = labels.get(naming.LABEL_TREE)
+    if tree:
+        # Cheap when nothing changed: the plan is recomputed in memory and written only if it differs.
+        await refresh_tree_status(_ctx(memo), (namespace, tree), agenttrees_idx, workers_idx, worker_pods_idx)
+
+
+async def refresh_tree_status(
+    ctx: OperatorContext, key: Key, trees: kopf.Index, workers: kopf.Index, pods: kopf.Index
+) -> None:
     """Recompute a tree's status from the indices (readiness changed); write it only when it changed."""
     entries = list(trees.get(key, []))
     if not entries:
@@ -225,6 +270,7 @@ async def refresh_tree_status(ctx: OperatorContext, key: Key, trees: kopf.Index,
             config=ctx.config,
             now=now_iso(),
             existing_secrets=memory.secrets,
+            pods=list(pods.get(key, [])),
         )
         if not plan.valid or _degraded_reason(old) == APPLY_FAILED:
             return  # only a reconcile (an edit) changes these

@@ -30,7 +30,21 @@ INVALID_SPEC = "InvalidSpec"
 APPLY_FAILED = "ApplyFailed"
 WORKERS_REFUSED = "WorkersRefused"  # a Deployment's ReplicaFailure: pods forbidden, quota exceeded
 WORKERS_STUCK = "WorkersStuck"  # a Deployment's Progressing=False ProgressDeadlineExceeded
-STALLING = (INVALID_SPEC, APPLY_FAILED, WORKERS_REFUSED, WORKERS_STUCK)
+WORKERS_FAILING = "WorkersFailing"  # a worker pod waiting in CrashLoopBackOff, ImagePullBackOff, ...
+STALLING = (INVALID_SPEC, APPLY_FAILED, WORKERS_REFUSED, WORKERS_STUCK, WORKERS_FAILING)
+# Container waiting reasons the kubelet reports for a pod that will not run without a fix (not the
+# transient ContainerCreating / PodInitializing).
+FAILING_WAITING = frozenset(
+    {
+        "CrashLoopBackOff",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
 
 
 def spec_revision(spec: AgentTreeSpec) -> str:
@@ -134,6 +148,43 @@ class ObservedDeployment:
         )
 
 
+@dataclass(frozen=True)
+class ObservedPod:
+    """A worker pod whose container is waiting for a reason that needs a fix (see FAILING_WAITING)."""
+
+    name: str
+    agent: str
+    reason: str
+    message: str = ""
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> ObservedPod | None:
+        """The pod's first failing container, or None when none is failing."""
+        meta = obj.get("metadata") or {}
+        status = obj.get("status") or {}
+        for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason") or ""
+            if reason not in FAILING_WAITING:
+                continue
+            message = waiting.get("message") or ""
+            last = (cs.get("lastState") or {}).get("terminated") or {}
+            if reason == "CrashLoopBackOff" and last:
+                # The back-off message says nothing about why: the last exit does.
+                exit_code = last.get("exitCode")
+                why = last.get("reason") or "Error"
+                message = (
+                    f"last exit {exit_code} ({why}){': ' + last['message'] if last.get('message') else ''}; {message}"
+                )
+            return cls(
+                name=meta.get("name", ""),
+                agent=(meta.get("labels") or {}).get(naming.LABEL_AGENT, ""),
+                reason=reason,
+                message=message.strip("; "),
+            )
+        return None
+
+
 @dataclass
 class TreePlan:
     """What one reconcile of an AgentTree should do."""
@@ -161,6 +212,7 @@ def plan_tree(
     config: OperatorConfig,
     now: str,
     existing_secrets: set[str] | None = None,
+    pods: Iterable[ObservedPod] = (),
 ) -> TreePlan:
     """Plan one reconcile of an AgentTree.
 
@@ -173,6 +225,7 @@ def plan_tree(
         now: timestamp for new conditions.
         existing_secrets: names of Secrets in the namespace that the spec references and exist;
             None skips the check.
+        pods: the tree's worker pods whose containers are failing (CrashLoopBackOff, ...).
     """
     old_status = plain(old_status or {})
     observed = [d for d in observed if d.owner_uid in (None, uid)]
@@ -200,6 +253,9 @@ def plan_tree(
     wanted = {naming.deployment_name(name, agent) for agent in desired}
     delete = sorted(d.name for d in observed if d.owner_uid == uid and d.name not in wanted)
     by_name = {d.name: d for d in observed}
+    failing_pods: dict[str, ObservedPod] = {}
+    for pod in sorted(pods, key=lambda p: p.name):
+        failing_pods.setdefault(pod.agent, pod)
 
     agents, not_ready, rolling = [], [], []
     problems: dict[str, list[str]] = {}  # Degraded reason -> "spec.agents[i] (name): cause"
@@ -210,6 +266,12 @@ def plan_tree(
         if target is None:
             target = seen.replicas if seen is not None and seen.replicas is not None else 1
         problem = seen.problem() if seen is not None else None
+        if problem is None and seen is not None and agent.name in failing_pods:
+            pod = failing_pods[agent.name]
+            problem = (
+                WORKERS_FAILING,
+                f"worker pod {pod.name} {pod.reason}" + (f": {pod.message}" if pod.message else ""),
+            )
         ready = seen.ready if seen is not None else 0
         agents.append(
             {
@@ -235,12 +297,13 @@ def plan_tree(
             not_ready.append(f"{where}: {ready}/{target} workers ready")
 
     total = len(spec.agents)
+    troubled = {line.split(":", 1)[0] for lines in problems.values() for line in lines}
     ready_count = total - sum(
         1
-        for a in agents
+        for i, a in enumerate(agents)
         if a["readyReplicas"] < a["replicas"]
         or a["deployment"] not in by_name
-        or by_name[a["deployment"]].problem() is not None
+        or f"spec.agents[{i}] ({a['name']})" in troubled
     )
     conditions = [
         condition("Ready", True, "AllAgentsReady", f"{ready_count}/{total} agents ready")
