@@ -1,8 +1,14 @@
 -- Argo CD health of an agenttree.io/v1alpha1 AgentRun (Lua 5.1, as Argo CD's gopher-lua).
 -- Pending / Running -> Progressing, Succeeded -> Healthy, Failed -> Degraded,
--- Cancelled -> Suspended (a deliberate stop, not a fault). The operator is the only writer of
--- status; until it has written a phase the run is Progressing.
+-- AwaitingApproval -> Suspended (waiting on a person), Cancelled -> Suspended (a deliberate stop,
+-- not a fault). The operator is the only writer of status; until it has written a phase the run is
+-- Progressing. Argo CD runs this with only the base, table and package libraries open (and
+-- require("os") for time and date): no string.* or math.* here.
 local hs = {}
+
+local function nonEmpty(s)
+  return s ~= nil and s ~= ""
+end
 
 local function condition(status, ctype)
   if status.conditions == nil then
@@ -16,12 +22,32 @@ local function condition(status, ctype)
   return nil
 end
 
+-- Why the run is where it is: the Succeeded condition's message, then status.message, then the
+-- first other condition that has a message.
+local function why(status)
+  local succeeded = condition(status, "Succeeded")
+  if succeeded ~= nil and nonEmpty(succeeded.message) then
+    return succeeded.message
+  end
+  if nonEmpty(status.message) then
+    return status.message
+  end
+  if status.conditions ~= nil then
+    for _, c in ipairs(status.conditions) do
+      if nonEmpty(c.message) then
+        return c.message
+      end
+    end
+  end
+  return nil
+end
+
 local function progress(status)
   local parts = {}
-  if status.currentAgent ~= nil and status.currentAgent ~= "" then
+  if nonEmpty(status.currentAgent) then
     table.insert(parts, "agent " .. status.currentAgent)
   end
-  if status.steps ~= nil then
+  if status.steps ~= nil and status.steps ~= 0 then
     table.insert(parts, "step " .. tostring(status.steps))
   end
   if #parts == 0 then
@@ -30,54 +56,56 @@ local function progress(status)
   return " (" .. table.concat(parts, ", ") .. ")"
 end
 
+local function withWhy(label, status)
+  local reason = why(status)
+  if reason ~= nil then
+    return label .. ": " .. reason
+  end
+  return label
+end
+
 local function cancelRequested()
   local ann = obj.metadata and obj.metadata.annotations
   return ann ~= nil and ann["agenttree.io/cancel"] == "true"
 end
 
+local function active(message)
+  if cancelRequested() then
+    return "Cancellation requested; " .. message
+  end
+  return message
+end
+
 local status = obj.status
-if status == nil or status.phase == nil or status.phase == "" then
+if status == nil or not nonEmpty(status.phase) then
   hs.status = "Progressing"
-  hs.message = "Waiting for the operator to start the run"
+  hs.message = active("Waiting for the operator to start the run")
   return hs
 end
 
 local phase = status.phase
-local succeeded = condition(status, "Succeeded")
-
 if phase == "Pending" then
   hs.status = "Progressing"
-  hs.message = "Pending" .. progress(status)
+  hs.message = active(withWhy("Pending", status))
 elseif phase == "Running" then
   hs.status = "Progressing"
-  if cancelRequested() then
-    hs.message = "Cancellation requested" .. progress(status)
-  else
-    hs.message = "Running" .. progress(status)
-  end
+  hs.message = active("Running" .. progress(status))
+elseif phase == "AwaitingApproval" then
+  hs.status = "Suspended"
+  hs.message = active(withWhy("Awaiting approval" .. progress(status), status))
 elseif phase == "Succeeded" then
   hs.status = "Healthy"
-  if status.answer ~= nil and status.answer ~= "" then
+  if nonEmpty(status.answer) then
     hs.message = status.answer
   else
     hs.message = "Succeeded" .. progress(status)
   end
 elseif phase == "Failed" then
   hs.status = "Degraded"
-  if status.message ~= nil and status.message ~= "" then
-    hs.message = status.message
-  elseif succeeded ~= nil and succeeded.message ~= nil and succeeded.message ~= "" then
-    hs.message = succeeded.message
-  else
-    hs.message = "Failed" .. progress(status)
-  end
+  hs.message = why(status) or ("Failed" .. progress(status))
 elseif phase == "Cancelled" then
   hs.status = "Suspended"
-  if status.message ~= nil and status.message ~= "" then
-    hs.message = status.message
-  else
-    hs.message = "Cancelled"
-  end
+  hs.message = why(status) or "Cancelled"
 else
   hs.status = "Unknown"
   hs.message = "Unknown phase " .. tostring(phase)

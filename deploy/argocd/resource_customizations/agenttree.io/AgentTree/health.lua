@@ -1,7 +1,11 @@
 -- Argo CD health of an agenttree.io/v1alpha1 AgentTree (Lua 5.1, as Argo CD's gopher-lua).
 -- Until the operator has observed the current generation: Progressing. Then, from the conditions:
--- Degraded=True -> Degraded (it wins over Ready: a bad agent must not hide behind a ready root),
--- Ready=True -> Healthy, anything else -> Progressing (worker Deployments rolling out).
+-- Degraded=True or Stalled=True -> Degraded (an invalid spec, or workers refused / stuck / failing;
+-- it wins over Ready: a bad agent must not hide behind a ready root); Ready not True -> Progressing
+-- with the Ready condition's message ("spec.agents[0] (supervisor): 0/1 workers ready");
+-- Reconciling=True (a rollout while the old workers serve) -> Progressing; otherwise Healthy.
+-- Argo CD runs this with only the base, table and package libraries open (and require("os") for
+-- time and date): no string.* or math.* here.
 local hs = {}
 
 local function condition(status, ctype)
@@ -14,6 +18,10 @@ local function condition(status, ctype)
     end
   end
   return nil
+end
+
+local function isTrue(c)
+  return c ~= nil and c.status == "True"
 end
 
 local function messageOf(c, fallback)
@@ -38,21 +46,24 @@ if generation ~= nil and (status.observedGeneration == nil or status.observedGen
 end
 
 local degraded = condition(status, "Degraded")
+local stalled = condition(status, "Stalled")
+local reconciling = condition(status, "Reconciling")
 local ready = condition(status, "Ready")
-local progressing = condition(status, "Progressing")
 
-if degraded ~= nil and degraded.status == "True" then
+if isTrue(degraded) then
   hs.status = "Degraded"
-  hs.message = messageOf(degraded, "Degraded")
-elseif ready ~= nil and ready.status == "True" then
-  hs.status = "Healthy"
-  local agents = ""
-  if status.ready ~= nil and status.ready ~= "" then
-    agents = " (" .. status.ready .. " agents ready)"
-  end
-  hs.message = messageOf(ready, "Ready") .. agents
-else
+  hs.message = messageOf(degraded, messageOf(stalled, "Degraded"))
+elseif isTrue(stalled) then
+  hs.status = "Degraded"
+  hs.message = messageOf(stalled, "Stalled")
+elseif not isTrue(ready) then
   hs.status = "Progressing"
-  hs.message = messageOf(progressing, messageOf(ready, "Waiting for the worker Deployments"))
+  hs.message = messageOf(ready, messageOf(reconciling, "Waiting for the worker Deployments"))
+elseif isTrue(reconciling) then
+  hs.status = "Progressing"
+  hs.message = messageOf(reconciling, "Reconciling")
+else
+  hs.status = "Healthy"
+  hs.message = messageOf(ready, "Ready")
 end
 return hs
