@@ -98,3 +98,13 @@ async def stamper(ctx: RunContext) -> HandoffResult:
     answer = await ctx.call_tool("ask_expert", input="is a PO needed?")
     ctx.add_tokens(500)
     return ctx.ok(f"stamped; {answer.output['summary']}", {"amount": 12.5})
+
+
+async def spender(ctx: RunContext) -> HandoffResult:
+    await ctx.call_tool("lookup", invoice_id="7")
+    ctx.add_tokens(500)
+    return ctx.failed("could not stamp")
+
+
+async def fallback(ctx: RunContext) -> HandoffResult:
+    return ctx.ok("fallback answered")

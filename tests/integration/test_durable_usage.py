@@ -15,7 +15,7 @@ from agent_tree_worker.client import run_input, start_run
 from agent_tree_worker.main import PASSTHROUGH
 from agent_tree_worker.store import HistoryStore
 from agent_tree_worker.workflows import COUNT_NESTED_USAGE, AgentRunWorkflow, AgentWorkflow
-from durable_support import API_KEY, WorkerProcess, run_embedded, tree_spec, unique, worker_env
+from durable_support import API_KEY, WorkerProcess, run_durable, run_embedded, tree_spec, unique, worker_env
 from fake_openai import FakeOpenAI
 from temporalio.client import Client
 from temporalio.worker import Replayer
@@ -195,3 +195,49 @@ async def test_model_routers_and_model_agent_tool_every_call_counted_with_its_st
     assert embedded.status == "completed" and embedded.token_usage == result["token_usage"]
     assert [s["data"] for s in steps if s["type"] != "model_usage"] == events
     await assert_replays(handle)
+
+
+@pytest.mark.parametrize(
+    ("budgets", "status", "answer"),
+    [
+        ({"maxTokens": 100}, "failed", "token budget exceeded: 500 tokens used, budgets.maxTokens is 100"),
+        ({"maxToolCalls": 1, "maxTokens": 1000}, "completed", "fallback answered"),
+    ],
+)
+async def test_budgets_see_the_tokens_of_a_nested_supervisors_leaf(
+    client: Client,
+    database_url: str,
+    redis_url: str,
+    store: HistoryStore,  # migrated
+    budgets: dict[str, int],
+    status: str,
+    answer: str,
+) -> None:
+    spec = tree_spec(
+        {
+            "root": "office",
+            "agents": [
+                {"name": "office", "children": ["desk", "fallback"]},
+                {"name": "desk", "children": ["spender"]},
+                {
+                    "name": "spender",
+                    "entrypoint": "durable_agents:spender",
+                    "tools": [{"name": "lookup", "entrypoint": "durable_agents:lookup"}],
+                },
+                {"name": "fallback", "entrypoint": "durable_agents:fallback"},
+            ],
+        }
+    )
+    _, result = await run_durable(
+        client,
+        spec,
+        namespace=unique("tok"),
+        tree="t",
+        user_input="stamp 7",
+        database_url=database_url,
+        redis_url=redis_url,
+        budgets=budgets,
+    )
+    # desk failed after its leaf used 500 tokens and 1 tool call: over maxTokens=100 the run stops
+    # before trying fallback; within the budgets (1 tool call is not above maxToolCalls=1) it goes on.
+    assert (result["status"], result["answer"], result["token_usage"]) == (status, answer, 500)
