@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import yaml
 from agent_tree.compiler import CompileError, compile_tree
 from agent_tree.events import event_hooks, format_event
 from agent_tree.spec import AgentRunManifest, AgentTreeManifest, ManifestError, parse_manifest
+from agent_tree.unavailable import EXIT_UNAVAILABLE, ServiceUnavailable
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PLUGINS = ("agent_tree_worker.cli", "agent_tree_operator.cli")
@@ -140,7 +142,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agent-tree", description="Supervised trees of AI agents.")
+    parser = argparse.ArgumentParser(
+        prog="agent-tree",
+        description="Supervised trees of AI agents.",
+        epilog="Exit codes: 0 ok, 1 the work failed (or a bad manifest), 2 bad usage or configuration, "
+        "3 a service (PostgreSQL, Temporal, Redis, the Kubernetes API) cannot be reached.",
+    )
+    parser.add_argument(
+        "--debug", dest="debug_all", action="store_true", help="show tracebacks (also accepted after the command)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a tree in-process (embedded mode) and stream its events")
@@ -169,13 +179,31 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    _add_debug_flag(parser)
     return parser
+
+
+def _add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    """Give every (sub)command that lacks one a ``--debug`` flag (``operator`` has its own, kopf's)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                _add_debug_flag(subparser)
+            return
+    if "--debug" not in parser._option_string_actions:
+        parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = args.debug_all or getattr(args, "debug", False)
     try:
         return int(args.func(args) or 0)
+    except ServiceUnavailable as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"agent-tree: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except ManifestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

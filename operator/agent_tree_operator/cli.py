@@ -41,9 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_operator(args: argparse.Namespace) -> int:
     from agent_tree.settings import SettingsError
     from agent_tree_operator.config import OperatorConfig
+    from agent_tree_operator.preflight import check_kubernetes
 
     try:
         config = OperatorConfig.from_env()
+        check_kubernetes()  # an unreachable API server ends the command here (ServiceUnavailable, exit 3)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,28 +1,35 @@
 """Subcommands of ``agent-tree`` provided by the worker package (registered by ``agent_tree.cli``):
-``worker``, ``db migrate``, ``db purge``, ``logs``, ``history`` and ``submit``."""
+``worker``, ``db migrate``, ``db purge``, ``runs``, ``logs``, ``history`` and ``submit``.
+
+A service a command cannot reach (PostgreSQL, Temporal, Redis) ends it with one line naming the
+service, its address and the variable that sets it (exit 3, see ``agent_tree.unavailable``); the
+history database is retried for :data:`CLI_RETRY_SECONDS` only, so a dead one fails fast.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import re
+import logging
 import sys
 from datetime import timedelta
 from typing import Any
 
 from agent_tree.settings import Settings, SettingsError
+from agent_tree.unavailable import POSTGRES, REDIS, TEMPORAL, ServiceUnavailable
+from agent_tree_worker import listing
 
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+CLI_RETRY_SECONDS = 3.0  # a command retries PostgreSQL this long (workers: 30 s per query)
+TEMPORAL_CONNECT_SECONDS = 10.0
 
 
 def parse_duration(text: str) -> timedelta:
-    """``30d``, ``12h``, ``90m``, ``45s``, ``2w``."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number and a unit (s, m, h, d, w), e.g. 30d")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` (an argparse ``type``)."""
+    try:
+        return listing.parse_duration(text, "AGE")
+    except listing.UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("AGE ")) from None
 
 
 def _store(settings: Settings, required: bool = True):
@@ -32,7 +39,14 @@ def _store(settings: Settings, required: bool = True):
         if required:
             raise SettingsError("AGENT_TREE_DATABASE_URL (or DATABASE_URL) is not set: no history database")
         return None
-    return HistoryStore(settings.database_url, retry_seconds=5)
+    return HistoryStore(settings.database_url, retry_seconds=CLI_RETRY_SECONDS, retry_log_level=logging.DEBUG)
+
+
+def _using(settings: Settings, *used: str):
+    """Context manager: a failure to reach one of ``used`` becomes a one-line ServiceUnavailable."""
+    from agent_tree_worker import reach
+
+    return reach.services(settings, *used)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -46,31 +60,34 @@ def cmd_worker(args: argparse.Namespace) -> int:
         paths=tuple(args.path or ()),
         migrate=False if args.no_migrate else None,
     )
-    return main(config)
+    with _using(config.settings, POSTGRES, TEMPORAL):
+        return main(config)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    async def go() -> list[str]:
-        store = _store(Settings.from_env())
+    async def go(settings: Settings) -> list[str]:
+        store = _store(settings)
         try:
             return await store.migrate()
         finally:
             await store.close()
 
-    applied = asyncio.run(go())
+    with _using(settings := Settings.from_env(), POSTGRES):
+        applied = asyncio.run(go(settings))
     print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
     return 0
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    async def go() -> dict[str, int]:
-        store = _store(Settings.from_env())
+    async def go(settings: Settings) -> dict[str, int]:
+        store = _store(settings)
         try:
             return await store.purge(args.older_than, dry_run=args.dry_run)
         finally:
             await store.close()
 
-    counts = asyncio.run(go())
+    with _using(settings := Settings.from_env(), POSTGRES):
+        counts = asyncio.run(go(settings))
     verb = "would delete" if args.dry_run else "deleted"
     print(f"{verb}: " + ", ".join(f"{n} {table}" for table, n in counts.items()))
     return 0
@@ -79,15 +96,16 @@ def cmd_purge(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     from agent_tree_worker.reader import RunNotFound, print_history
 
-    async def go() -> int:
-        store = _store(Settings.from_env())
+    async def go(settings: Settings) -> int:
+        store = _store(settings)
         try:
             return await print_history(store, args.run, as_json=args.json)
         finally:
             await store.close()
 
     try:
-        return asyncio.run(go())
+        with _using(settings := Settings.from_env(), POSTGRES):
+            return asyncio.run(go(settings))
     except RunNotFound as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -97,8 +115,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     from agent_tree_worker.reader import RunNotFound, follow_logs
     from agent_tree_worker.stream import StepStream
 
-    async def go() -> str | None:
-        settings = Settings.from_env()
+    async def go(settings: Settings) -> str | None:
         store = _store(settings, required=False)
         stream = StepStream(settings.redis_url)
         if store is None and not settings.redis_url:
@@ -111,7 +128,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 await store.close()
 
     try:
-        status = asyncio.run(go())
+        with _using(settings := Settings.from_env(), POSTGRES, REDIS):
+            status = asyncio.run(go(settings))
     except RunNotFound as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -154,7 +172,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
         except RunInputError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+        try:
+            client = await asyncio.wait_for(
+                Client.connect(settings.temporal_address, namespace=settings.temporal_namespace),
+                TEMPORAL_CONNECT_SECONDS,
+            )
+        except TimeoutError:
+            raise ServiceUnavailable(
+                TEMPORAL,
+                settings.temporal_address,
+                settings.variable("temporal_address"),
+                f"no answer within {TEMPORAL_CONNECT_SECONDS:g}s",
+            ) from None
         handle = await start_run(client, inp)
         print(f"started {handle.id} on task queue of {tree.spec.root!r}", file=sys.stderr)
         if not args.wait:
@@ -164,7 +193,44 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2, default=str))
         return 0 if result.get("status") == "completed" else 1
 
-    return asyncio.run(go())
+    with _using(settings, TEMPORAL):
+        return asyncio.run(go())
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    try:
+        query = listing.RunsQuery.parse(
+            namespace=args.namespace,
+            tree=args.tree,
+            phase=args.phase,
+            since=args.since,
+            limit=args.limit,
+            cursor=args.cursor,
+        )
+    except listing.UsageError as exc:
+        print(f"agent-tree runs: {exc}", file=sys.stderr)
+        return 2
+
+    async def go(settings: Settings) -> tuple[list[dict[str, Any]], str | None]:
+        store = _store(settings)
+        try:
+            return await listing.fetch_page(store, query)
+        finally:
+            await store.close()
+
+    with _using(settings := Settings.from_env(), POSTGRES):
+        rows, next_cursor = asyncio.run(go(settings))
+    if args.json:
+        print(listing.to_json(rows, next_cursor))
+        return 0
+    if not rows:
+        where = f" in namespace {query.namespace}" if query.namespace else ""
+        print(f"No runs found{where}.", file=sys.stderr)
+        return 0
+    print("\n".join(listing.render_table(rows, show_namespace=query.namespace is None)))
+    if next_cursor:
+        print(f"more: --cursor {next_cursor}", file=sys.stderr)
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -185,6 +251,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--older-than", type=parse_duration, required=True, metavar="AGE", help="e.g. 30d, 12h")
     p.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
     p.set_defaults(func=_guard(cmd_purge))
+
+    rs = sub.add_parser(
+        "runs",
+        help="list runs from the history database, newest first (also runs whose AgentRun was deleted)",
+        description="Lists runs from PostgreSQL (AGENT_TREE_DATABASE_URL), newest first, a page at a time: "
+        "when more exist, the last line (on stderr) says 'more: --cursor C'; pass it to get the next page. "
+        "PHASE is the AgentRun phase of the run's recorded status; DURATION is '-' until the run ends.",
+    )
+    scope = rs.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", metavar="NS", help="only runs in this namespace")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="runs of every namespace (the default)")
+    rs.add_argument("--tree", metavar="TREE", help="only runs of this AgentTree")
+    rs.add_argument(
+        "--phase", metavar="PHASE", help=f"only runs in this phase: {', '.join(listing.PHASES)} (comma-separated)"
+    )
+    rs.add_argument("--since", metavar="DURATION", help="only runs started within DURATION, e.g. 90m, 7d")
+    rs.add_argument(
+        "--limit", metavar="N", help=f"runs per page, 1..{listing.MAX_LIMIT} (default {listing.DEFAULT_LIMIT})"
+    )
+    rs.add_argument("--cursor", metavar="C", help="the next page: the value printed after 'more: --cursor'")
+    rs.add_argument("--json", action="store_true", help='{"runs": [...], "next_cursor": C or null}')
+    rs.set_defaults(func=_guard(cmd_runs))
 
     lg = sub.add_parser("logs", help="print a durable run's steps (-f: follow live)")
     lg.add_argument("run", metavar="RUN", help="workflow id, or NAMESPACE/NAME of an AgentRun (its latest run)")

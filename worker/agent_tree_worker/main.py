@@ -35,7 +35,10 @@ PASSTHROUGH = ("agent_tree", "agent_tree_worker", "pydantic", "pydantic_core", "
 
 
 async def with_retries(what: str, fn: Callable[[], Awaitable[T]], seconds: float = 60.0) -> T:
-    """``fn()`` retried with backoff for up to ``seconds`` (services may start after the worker)."""
+    """``fn()`` retried with backoff for up to ``seconds`` (services may start after the worker).
+
+    The last error propagates unchanged, so ``agent-tree worker`` can name the service it could not reach.
+    """
     deadline = time.monotonic() + seconds
     delay = 0.2
     while True:
@@ -43,7 +46,8 @@ async def with_retries(what: str, fn: Callable[[], Awaitable[T]], seconds: float
             return await fn()
         except Exception as exc:
             if time.monotonic() + delay > deadline:
-                raise RuntimeError(f"{what} failed for {seconds:g}s: {type(exc).__name__}: {exc}") from exc
+                log.error("%s failed for %gs: %s: %s", what, seconds, type(exc).__name__, exc)
+                raise
             log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 3.0)

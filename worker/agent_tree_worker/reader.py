@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TextIO
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from agent_tree.events import format_event, preview
@@ -145,26 +146,35 @@ async def follow_logs(
             last = step["ord"]
         print(emit_line(step), file=out, flush=True)
 
+    pg_down: BaseException | None = None  # the last PostgreSQL error while it is unreachable
+    noted = False  # the "showing the live stream only" note was printed for this outage
+
     async def from_store() -> bool:
         """Print new steps from PostgreSQL; False when it is unreachable."""
+        nonlocal pg_down, noted
         try:
             for step in await store.steps(workflow_id, after=last):  # type: ignore[union-attr]
                 emit(step)
-            return True
         except RETRYABLE as exc:
-            print(f"# PostgreSQL unavailable ({type(exc).__name__}); showing the live stream only", file=err)
+            pg_down = exc
             return False
+        pg_down, noted = None, False
+        return True
 
-    if store is not None:
-        await from_store()
     if not follow:
         if store is None:
             raise RunNotFound("reading a finished run needs the history database (AGENT_TREE_DATABASE_URL)")
+        for step in await store.steps(workflow_id):  # unreachable: the error propagates (nothing else to read)
+            emit(step)
         run = await store.get_run(workflow_id)
         return run["status"] if run else None
+    if store is not None:
+        await from_store()
     loop = asyncio.get_running_loop()
     stream_id, redis_ok, status = "0", bool(stream.url), None
     if not redis_ok:
+        if pg_down is not None:
+            raise pg_down  # no Redis configured and PostgreSQL unreachable: nothing to follow
         print("# no Redis configured: following PostgreSQL", file=err)
     while deadline is None or loop.time() < deadline:
         entries: list[dict[str, Any]] = []
@@ -177,14 +187,23 @@ async def follow_logs(
                     else:
                         entries.append(step)
             except (RedisError, OSError) as exc:
+                if store is None or pg_down is not None:  # Redis was the only source left
+                    if isinstance(exc, RedisError):
+                        raise
+                    raise RedisConnectionError(str(exc)) from exc
                 redis_ok = False
                 print(f"# Redis unavailable ({type(exc).__name__}); following PostgreSQL", file=err)
         else:
             await asyncio.sleep(poll_seconds)
         if store is None or not await from_store():
+            if not redis_ok:
+                raise pg_down  # type: ignore[misc]  # PostgreSQL was the only source left
+            if store is not None and not noted:
+                print(f"# PostgreSQL unavailable ({type(pg_down).__name__}); showing the live stream only", file=err)
+                noted = True
             for step in sorted(entries, key=lambda s: s["ord"]):
                 emit(step)
-        if status is None and store is not None:
+        if status is None and store is not None and pg_down is None:
             try:
                 run = await store.get_run(workflow_id)
             except RETRYABLE:

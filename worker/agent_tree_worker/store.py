@@ -42,9 +42,12 @@ async def _init(conn: asyncpg.Connection) -> None:
 class HistoryStore:
     """A connection pool plus the queries of the history schema."""
 
-    def __init__(self, url: str, *, retry_seconds: float = 30.0, max_size: int = 5) -> None:
+    def __init__(
+        self, url: str, *, retry_seconds: float = 30.0, max_size: int = 5, retry_log_level: int = logging.WARNING
+    ) -> None:
         self.url = url
         self.retry_seconds = retry_seconds
+        self.retry_log_level = retry_log_level  # the CLI's short retries stay quiet: it reports the outcome once
         self.max_size = max_size
         self._pool: asyncpg.Pool | None = None
         self._lock = asyncio.Lock()
@@ -73,7 +76,13 @@ class HistoryStore:
             except RETRYABLE as exc:
                 if time.monotonic() + delay > deadline:
                     raise
-                log.warning("PostgreSQL unavailable (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
+                log.log(
+                    self.retry_log_level,
+                    "PostgreSQL unavailable (%s: %s); retrying in %.1fs",
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
                 if self._pool is not None:
                     await self._pool.expire_connections()
                 await asyncio.sleep(delay)
@@ -227,6 +236,44 @@ class HistoryStore:
                 limit,
             )
         )
+        return [dict(r) for r in rows]
+
+    async def list_runs(
+        self,
+        *,
+        namespace: str | None = None,
+        tree: str | None = None,
+        statuses: tuple[str, ...] | None = None,
+        since: datetime | None = None,
+        before: tuple[datetime, str] | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Runs newest first (``started_at``, then ``workflow_id``, descending), at most ``limit``.
+
+        Keyset pagination: ``before`` is the (``started_at``, ``workflow_id``) of the last run of the
+        previous page; the next page starts strictly after it, so rows inserted meanwhile never shift
+        a page (index ``runs_started_idx`` / ``runs_ns_started_idx``, migration 0002).
+        """
+        where, params = [], []
+        for clause, value in (
+            ("namespace = ${}", namespace),
+            ("tree = ${}", tree),
+            ("status = ANY(${}::text[])", list(statuses) if statuses is not None else None),
+            ("started_at >= ${}", since),
+            ("(started_at, workflow_id) < (${}, ${})", before),
+        ):
+            if value is None:
+                continue  # only the filters given, so the planner sees a plain indexable condition
+            values = list(value) if isinstance(value, tuple) else [value]
+            where.append(clause.format(*range(len(params) + 1, len(params) + 1 + len(values))))
+            params.extend(values)
+        sql = (
+            "SELECT workflow_id, namespace, name, uid, tree, tree_revision, root_agent, status, answer, steps,"
+            " token_usage, started_at, finished_at FROM runs"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + f" ORDER BY started_at DESC, workflow_id DESC LIMIT ${len(params) + 1}"
+        )
+        rows = await self._run(lambda conn: conn.fetch(sql, *params, limit))
         return [dict(r) for r in rows]
 
     # --- journal and blobs ----------------------------------------------------------------------
