@@ -30,7 +30,7 @@ _REASONS = (
     ),
     (re.compile(r"timed? ?out|deadline", re.I), "timed out"),
     (
-        re.compile(r"no route to host|network is unreachable|(?:errno|error) 11[03]\b|(?:errno|error) 101\b", re.I),
+        re.compile(r"no route to host|network is unreachable|(?:errno|error) 113\b|(?:errno|error) 101\b", re.I),
         "no route to host",
     ),
     (re.compile(r"connection reset|broken pipe|unexpected eof|connection was closed", re.I), "connection reset"),
@@ -38,21 +38,24 @@ _REASONS = (
 
 
 class ServiceUnavailable(RuntimeError):
-    """A service the command needs could not be reached.
+    """A service the command needs could not be reached (or answered, but cannot be used as configured).
 
     Attributes:
         service: what it is, e.g. ``PostgreSQL``.
         address: where it was looked for (``host:port`` or a URL), without a password.
         variable: the environment variable (or option) that sets the address.
         reason: a short cause, e.g. ``connection refused``.
+        reached: the service answered but refused (credentials, no such database or namespace, no
+            schema): the message says "cannot use" instead of "cannot reach".
     """
 
-    def __init__(self, service: str, address: str, variable: str, reason: str) -> None:
+    def __init__(self, service: str, address: str, variable: str, reason: str, *, reached: bool = False) -> None:
         self.service = service
         self.address = redact(address)
         self.variable = variable
         self.reason = redact(reason)
-        super().__init__(f"cannot reach {service} at {self.address} ({variable}): {self.reason}")
+        verb = "cannot use" if reached else "cannot reach"
+        super().__init__(f"{verb} {service} at {self.address} ({variable}): {self.reason}")
 
 
 def redact(text: str) -> str:

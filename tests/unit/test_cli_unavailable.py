@@ -183,7 +183,15 @@ def test_translate_maps_each_library_error_to_its_service() -> None:
         "cannot reach PostgreSQL at db:5432 (AGENT_TREE_DATABASE_URL): connection refused"
     )
     assert mapped(asyncpg.InvalidPasswordError("password authentication failed for user")) == (
-        "cannot reach PostgreSQL at db:5432 (AGENT_TREE_DATABASE_URL): refused: password authentication failed for user"
+        "cannot use PostgreSQL at db:5432 (AGENT_TREE_DATABASE_URL): password authentication failed for user"
+    )
+    assert mapped(asyncpg.UndefinedTableError('relation "runs" does not exist')) == (
+        "cannot use PostgreSQL at db:5432 (AGENT_TREE_DATABASE_URL): no agent-tree history schema "
+        '(relation "runs" does not exist); run: agent-tree db migrate'
+    )
+    assert mapped(RPCError("Namespace nope is not found.", RPCStatusCode.NOT_FOUND, b"")) == (
+        "cannot use Temporal at tmp:7233 (AGENT_TREE_TEMPORAL_NAMESPACE): no namespace 'default' "
+        "(Namespace nope is not found.)"
     )
     assert mapped(redis_errors.ConnectionError("Error 111 connecting")) == (
         "cannot reach Redis at r:6379 (REDIS_URL): connection refused"

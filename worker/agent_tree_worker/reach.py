@@ -45,6 +45,15 @@ def translate(exc: BaseException, settings: Settings, used: tuple[str, ...]) -> 
         return ServiceUnavailable(
             REDIS, url_address(settings.redis_url or ""), settings.variable("redis_url"), reason(exc)
         )
+    if TEMPORAL in used and isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND:
+        if "namespace" in exc.message.lower():  # the address answers, the namespace is not there
+            return ServiceUnavailable(
+                TEMPORAL,
+                settings.temporal_address,
+                settings.variable("temporal_namespace"),
+                f"no namespace {settings.temporal_namespace!r} ({exc.message})",
+                reached=True,
+            )
     if TEMPORAL in used and (
         (isinstance(exc, RuntimeError) and str(exc).startswith("Failed client connect"))
         or (isinstance(exc, RPCError) and exc.status in _TEMPORAL_DOWN)
@@ -52,11 +61,14 @@ def translate(exc: BaseException, settings: Settings, used: tuple[str, ...]) -> 
         return ServiceUnavailable(
             TEMPORAL, settings.temporal_address, settings.variable("temporal_address"), temporal_reason(exc)
         )
-    if POSTGRES in used and isinstance(exc, RETRYABLE + _PG_REFUSALS):
-        why = reason(exc) if isinstance(exc, RETRYABLE) else f"refused: {exc}"
-        return ServiceUnavailable(
-            POSTGRES, url_address(settings.database_url or ""), settings.variable("database_url"), why
-        )
+    if POSTGRES in used and isinstance(exc, RETRYABLE + _PG_REFUSALS + (asyncpg.UndefinedTableError,)):
+        address, variable = url_address(settings.database_url or ""), settings.variable("database_url")
+        if isinstance(exc, RETRYABLE):
+            return ServiceUnavailable(POSTGRES, address, variable, reason(exc))
+        why = str(exc)
+        if isinstance(exc, asyncpg.UndefinedTableError):
+            why = f"no agent-tree history schema ({exc}); run: agent-tree db migrate"
+        return ServiceUnavailable(POSTGRES, address, variable, why, reached=True)
     return None
 
 
