@@ -2,9 +2,10 @@
 
     .venv/bin/python hack/record_histories.py OUT_DIR
 
-Starts private Temporal, PostgreSQL and Redis instances (tests/integration/services.py), runs three
+Starts private Temporal, PostgreSQL and Redis instances (tests/integration/services.py), runs four
 scenarios with one in-process worker per agent — the invoice example, an LLM tree with tool calls
-against the local OpenAI-compatible test server, and a run cancelled while a tool call is held — and
+against the local OpenAI-compatible test server, an LLM tree whose agents call agents as tools
+(``nested-tools``), and a run cancelled while a tool call is held — and
 writes each workflow history of each run (the run's workflow and, on engines that have them, its
 child workflows) as Temporal's JSON to ``OUT_DIR/<scenario>/<n>-<workflow type>.json``.
 
@@ -37,6 +38,7 @@ from temporalio.client import Client, WorkflowHandle  # noqa: E402
 
 from agent_tree import naming  # noqa: E402
 from agent_tree.cli import load_tree  # noqa: E402
+from agent_tree.spec import AgentTreeSpec  # noqa: E402
 
 try:  # the contract's one start_run (engine v2), else the v1 worker client
     from agent_tree.contract import run_input, start_run
@@ -80,6 +82,35 @@ async def run_and_record(
     await write(client, out, scenario, handle.id)
 
 
+def nested_tools_spec(server: FakeOpenAI) -> Any:
+    """desk (model router) -> billing (model) asks expert (model) as a tool, which asks clerk (model) as
+    a tool: an agent-as-tool turn that starts a child turn after a model call (ords matter there)."""
+    server.scripts["h-desk"] = [{"tool_calls": [("transfer_to_billing", {})]}]
+    server.scripts["h-billing"] = [{"tool_calls": [("ask_expert", {"input": "is 7 ok?"})]}, {"content": "7 is ok."}]
+    server.scripts["h-expert"] = [{"tool_calls": [("ask_clerk", {"input": "check 7"})]}, {"content": "yes"}]
+    server.scripts["h-clerk"] = [{"content": "checked"}]
+    model = {"baseUrl": server.base_url}
+    return AgentTreeSpec.model_validate(
+        {
+            "root": "desk",
+            "agents": [
+                {"name": "desk", "children": ["billing"], "model": {**model, "name": "h-desk"}},
+                {
+                    "name": "billing",
+                    "model": {**model, "name": "h-billing"},
+                    "tools": [{"name": "ask_expert", "agent": "expert"}],
+                },
+                {
+                    "name": "expert",
+                    "model": {**model, "name": "h-expert"},
+                    "tools": [{"name": "ask_clerk", "agent": "clerk"}],
+                },
+                {"name": "clerk", "model": {**model, "name": "h-clerk"}},
+            ],
+        }
+    )
+
+
 async def main(out: Path) -> None:
     import test_durable_failures as failures
     import test_durable_llm as llm
@@ -103,6 +134,8 @@ async def main(out: Path) -> None:
             llm.script(server, "replay", [*llm.TOOL_TURNS, {"content": json.dumps(llm.GOOD)}], [])
             spec = llm.llm_tree(server.base_url, "replay")
             await run_and_record(client, out, "llm-tools", spec, "ap", "Why was invoice #4821 rejected?", urls)
+            spec = nested_tools_spec(server)
+            await run_and_record(client, out, "nested-tools", spec, "ap", "Is invoice 7 ok?", urls)
 
         namespace, key = unique("cancel"), unique("k")
         queues = failures.queues(namespace, "office", "intake", "bookkeeper")

@@ -42,7 +42,7 @@ def replayer(*workflows: type) -> Replayer:
 
 def test_histories_are_committed_for_every_scenario() -> None:
     scenarios = {(p.parent.parent.name, p.parent.name) for p in FILES}
-    assert {("v1", "invoice"), ("v1", "llm-tools"), ("v1", "cancelled")} <= scenarios
+    assert {("v1", "invoice"), ("v1", "llm-tools"), ("v1", "nested-tools"), ("v1", "cancelled")} <= scenarios
     assert any(p.stem.endswith("AgentRunWorkflow") for p in FILES)
 
 
