@@ -700,6 +700,31 @@ def test_dashboard_groups_and_filters_only_by_labels_the_metrics_have() -> None:
     assert checked >= 15
 
 
+def test_dashboard_picks_temporal_series_by_task_queue_not_namespace() -> None:
+    """The PodMonitor honours the SDK's own `namespace` label (the Temporal namespace), so the Temporal
+    panels select a Kubernetes namespace through the task queue name, which embeds it."""
+    import re
+
+    from agent_tree import naming
+
+    dashboard = json.loads((CHART / "files" / "dashboards" / "agent-tree.json").read_text())
+    selectors = [
+        m.group(1)
+        for panel in dashboard["panels"]
+        for t in panel.get("targets", [])
+        for m in re.finditer(r"\btemporal_[a-z_]+\{([^}]*)\}", t["expr"])
+    ]
+    assert len(selectors) >= 3
+    for selector in selectors:
+        assert not re.search(r"\bnamespace\s*=", selector), selector
+        (pattern,) = re.findall(r'task_queue=~"([^"]+)"', selector)
+        # Grafana expands a multi-value $namespace into (a|b) inside a regex matcher; Prometheus anchors it.
+        regex = re.compile(pattern.replace("$namespace", "team-a|team-b"))
+        assert regex.fullmatch(naming.task_queue("team-b", "invoice", "triage"))
+        assert not regex.fullmatch(naming.task_queue("team-c", "invoice", "triage"))
+        assert not regex.fullmatch(naming.task_queue("team-ab", "invoice", "triage"))
+
+
 def test_dashboard_configmap_holds_the_dashboard_and_queries_only_real_metrics(helm: str, tmp_path: Path) -> None:
     import re
 
