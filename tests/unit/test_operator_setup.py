@@ -5,6 +5,7 @@ from __future__ import annotations
 import kopf
 import pytest
 from agent_tree_operator import main as operator_main
+from agent_tree_operator import preflight
 from agent_tree_operator.adapters.kube import MANAGED_SELECTOR, KubeError
 from agent_tree_operator.config import FINALIZER, OperatorConfig
 from agent_tree_operator.handlers.setup import DigestDiffBaseStorage, configure
@@ -74,6 +75,7 @@ def test_operator_command_line(monkeypatch):
         return 0
 
     monkeypatch.setattr(operator_main, "run", fake_run)
+    monkeypatch.setattr(preflight, "check_kubernetes", lambda: "v1.0.0")  # no API server here
     monkeypatch.setenv("AGENT_TREE_WATCH_NAMESPACE", "team-a,team-b")
     assert main(["operator", "--standalone", "--liveness=http://0.0.0.0:8080/healthz"]) == 0
     assert seen["liveness"] == "http://0.0.0.0:8080/healthz" and seen["namespaces"] is None
