@@ -103,13 +103,30 @@ def run(argv: list[str], env: dict[str, str]) -> tuple[int, str, float]:
     return proc.returncode, proc.stderr, time.monotonic() - t0
 
 
+@pytest.fixture(scope="module")
+def results(
+    request: pytest.FixtureRequest, dead_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[tuple[int, str, float], tuple[int, str, float]]]:
+    """The selected cases, each plain and with ``--debug``, six processes at a time (they mostly wait)."""
+    selected = {
+        item.callspec.params["name"]
+        for item in request.session.items
+        if item.module is request.module and "name" in getattr(getattr(item, "callspec", None), "params", {})
+    }
+    table = cases(dead_port, kubeconfig_for(dead_port, tmp_path_factory.mktemp("kube") / "config"))
+    jobs = [(name, extra) for name in sorted(selected) for extra in ([], ["--debug"])]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        done = list(pool.map(lambda job: run([*table[job[0]][0], *job[1]], table[job[0]][1]), jobs))
+    by_job = dict(zip(((n, bool(e)) for n, e in jobs), done, strict=True))
+    return {name: (by_job[name, False], by_job[name, True]) for name in selected}
+
+
 @pytest.mark.parametrize("name", list(cases(0, Path("/dev/null"))))
 def test_dead_service_is_one_line_naming_service_address_and_variable(
-    name: str, dead_port: int, tmp_path: Path
+    name: str, dead_port: int, results: dict[str, tuple[tuple[int, str, float], tuple[int, str, float]]]
 ) -> None:
-    argv, env, service, variable = cases(dead_port, kubeconfig_for(dead_port, tmp_path / "kubeconfig"))[name]
-    with ThreadPoolExecutor(max_workers=2) as pool:  # the plain and the --debug run side by side
-        plain, debug = pool.map(run, [argv, [*argv, "--debug"]], [env, env])
+    _, _, service, variable = cases(dead_port, Path("/dev/null"))[name]
+    plain, debug = results[name]
 
     code, err, seconds = plain
     assert code == 3, err
