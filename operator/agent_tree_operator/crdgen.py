@@ -28,6 +28,7 @@ from agent_tree.spec import (
     AgentTreeStatus,
     AutoscaleSpec,
 )
+from agent_tree_operator.reconcile.runs import initial_status
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "crds"
@@ -382,6 +383,11 @@ def agenttree_crd() -> dict[str, Any]:
     )
 
 
+def _with_default(schema: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with a ``default`` the API server fills in while the object has none."""
+    return {**schema, "default": default}
+
+
 def agentrun_crd() -> dict[str, Any]:
     """The AgentRun CRD."""
     return _crd(
@@ -389,7 +395,7 @@ def agentrun_crd() -> dict[str, Any]:
         "agentruns",
         "arun",
         model_schema(AgentRunSpec),
-        model_schema(AgentRunStatus),
+        _with_default(model_schema(AgentRunStatus), initial_status()),
         [
             {"name": "Tree", "type": "string", "jsonPath": ".spec.treeRef.name"},
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},

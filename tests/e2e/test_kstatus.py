@@ -7,7 +7,8 @@ against AgentRuns and AgentTrees that a real operator process drives on the loca
 
 - Pending (no tree yet; a tree whose workers the API server refuses) and Running runs: InProgress,
   with the reason they wait; Succeeded: Current; Failed and Cancelled: Failed;
-- a Ready tree: Current; a tree whose worker pods are refused (a ResourceQuota of 0 pods): not Current.
+- a Ready tree: Current; a tree whose worker pods are refused (a ResourceQuota of 0 pods): not Current;
+- a run no operator has written yet (the CRD's default status): InProgress.
 
 It also checks what `kubectl get` shows in the DURATION column (empty until the run finishes) and
 what `kubectl describe` says of a run waiting on a refused tree.
@@ -19,6 +20,7 @@ import json
 import os
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -250,13 +252,33 @@ def test_refused_tree_is_not_current_and_its_run_waits_saying_why(
     assert kstatus(kstatus_bin, tree_ready(platform, ns))["status"] == "Current"
 
 
+def test_a_run_no_operator_has_seen_yet_reads_in_progress(
+    platform: Platform, operator: OperatorProcess, kstatus_bin: str
+) -> None:
+    """The CRD's default status: before any operator writes, the API server shows the run Pending /
+    Reconciling, so Helm `--wait` or Flux cannot take a brand-new run for a finished one."""
+    apply_crds(platform)  # this checkout's CRDs (the operator fixture applied them too)
+    unwatched = f"nokst-{uuid.uuid4().hex[:8]}"  # matches no operator's namespace glob
+    ok(platform.kubectl("create", "namespace", unwatched))
+    try:
+        apply(platform, unwatched, run_manifest("fresh"))
+        run = get(platform, unwatched, "agentrun", "fresh")
+        assert run["status"]["phase"] == "Pending" and condition(run, "Reconciling")["reason"] == "Created"
+        result = kstatus(kstatus_bin, run)
+        assert result["status"] == "InProgress", result
+        assert result["message"] == "waiting for the agent-tree operator to pick the run up"
+        assert printed_row(platform, unwatched, "fresh")["PHASE"] == "Pending"
+    finally:
+        platform.kubectl("delete", "namespace", unwatched, "--wait=false")
+
+
 def test_helper_reads_files_and_names_bad_input(kstatus_bin: str, tmp_path: Path) -> None:
     manifest = tmp_path / "objects.yaml"
     manifest.write_text((INVOICE / "agenttree.yaml").read_text() + "---\n" + yaml.safe_dump(run_manifest("r")))
     proc = subprocess.run([kstatus_bin, str(manifest)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    # Objects without status (not applied yet, or before the operator's first write) read Current: that
-    # is kstatus' rule for anything that publishes no conditions.
+    # Objects without status (here: not applied, so without the CRD's default) read Current: that is
+    # kstatus' rule for anything that publishes no conditions.
     assert [(r["kind"], r["status"]) for r in map(json.loads, proc.stdout.splitlines())] == [
         ("AgentTree", "Current"),
         ("AgentRun", "Current"),

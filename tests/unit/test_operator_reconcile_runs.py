@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from agent_tree_operator import crdgen
 from agent_tree_operator.reconcile.conditions import get
 from agent_tree_operator.reconcile.runs import (
     Coalescer,
@@ -15,6 +16,7 @@ from agent_tree_operator.reconcile.runs import (
     bounded,
     check_tree,
     format_duration,
+    initial_status,
     status_patch,
 )
 
@@ -298,6 +300,8 @@ def test_the_real_kstatus_library_reads_every_phase_of_a_written_status(kstatus)
         }
         for name, live in lives.items()
     ]
+    # Before the operator's first write: the CRD's default status (the API server fills it in).
+    items.append({**items[0], "metadata": {"name": "created", "generation": 1}, "status": initial_status()})
     # A spec the operator has not observed yet (generation 2, status of generation 1) is in progress.
     items.append({**items[3], "metadata": {"name": "unobserved", "namespace": "ns", "generation": 2}})
     listing = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
@@ -312,9 +316,22 @@ def test_the_real_kstatus_library_reads_every_phase_of_a_written_status(kstatus)
         "failed": "Failed",
         "cancelled": "Failed",
         "unobserved": "InProgress",
+        "created": "InProgress",
     }
+    assert got["created"][1] == "waiting for the agent-tree operator to pick the run up"
     assert "spec.treeRef.name" in got["pending"][1]  # kstatus shows why it waits
     assert got["cancelled"][1] == "the workflow was cancelled"
+
+
+def test_the_crd_defaults_a_new_runs_status_to_in_progress():
+    """Without a default, a run has no conditions until the operator writes, and kstatus reads Current."""
+    default = crdgen.agentrun_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert default["default"] == initial_status()
+    assert initial_status()["phase"] == "Pending"
+    assert get(initial_status()["conditions"], "Reconciling")["status"] == "True"
+    assert get(initial_status()["conditions"], "Succeeded")["status"] == "Unknown"
+    resumed = LiveRun.from_status(initial_status())
+    assert (resumed.phase, resumed.final, resumed.workflow_id) == ("Pending", False, None)
 
 
 def test_kstatus_helper_names_what_is_wrong_with_bad_input(kstatus):

@@ -269,6 +269,22 @@ class LiveRun:
         return f"the run is {self.phase}"
 
 
+CREATED_MESSAGE = "waiting for the agent-tree operator to pick the run up"
+
+
+def initial_status() -> dict[str, Any]:
+    """What a run reads before the operator's first write: the AgentRun CRD's default ``status``.
+
+    Without it a new run has no conditions, and kstatus reads an object without conditions as
+    Current (done) until the operator writes; with it the API server shows every run InProgress
+    (``Reconciling=True``, reason ``Created``) from the moment it exists.
+    """
+    live = LiveRun()
+    live.pending("Created", CREATED_MESSAGE)
+    status = live.status(answer_max=0, max_bytes=0)
+    return {key: value for key, value in status.items() if value is not None}
+
+
 def _int(value: Any, default: int) -> int:
     try:
         return int(value)
