@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import kopf
@@ -46,6 +47,9 @@ def run(
     """
     kopf.configure(verbose=verbose, debug=debug, quiet=quiet)
     watch = config.watch_namespaces if namespaces is None else namespaces
+    # What the command line chose is the configuration from here on (the startup log, RBAC-aware
+    # listing and everything else read config.watch_namespaces).
+    config = dataclasses.replace(config, watch_namespaces=tuple(watch))
     if liveness is None and config.health_port:
         liveness = f"http://0.0.0.0:{config.health_port}/healthz"
     metrics.serve(config.settings.metrics_port)

@@ -102,3 +102,17 @@ def test_operator_command_reports_bad_config(monkeypatch, capsys):
 )
 def test_which_api_errors_are_final(status, message, rejected):
     assert KubeError(status, message, "PATCH", "/x").rejected is rejected
+
+
+def test_command_line_namespaces_become_the_configuration(monkeypatch):
+    """`-n x` is what the operator watches AND what it reports (the startup log reads the config)."""
+    seen = {}
+    monkeypatch.setattr(operator_main.metrics, "serve", lambda port: None)
+    monkeypatch.setattr(operator_main.kopf, "run", lambda **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(operator_main, "build_context", lambda config: type("Ctx", (), {"config": config})())
+    config = OperatorConfig.from_env({"AGENT_TREE_WATCH_NAMESPACE": "team-a"})
+    assert operator_main.run(config, namespaces=("x", "y*")) == 0
+    assert seen["namespaces"] == ["x", "y*"] and seen["clusterwide"] is False
+    assert seen["memo"].ctx.config.watch_namespaces == ("x", "y*")
+    assert operator_main.run(config, namespaces=()) == 0
+    assert seen["clusterwide"] is True and seen["memo"].ctx.config.watch_namespaces == ()

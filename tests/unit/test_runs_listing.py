@@ -10,6 +10,7 @@ from agent_tree_worker import listing
 from agent_tree_worker.listing import RunsQuery, UsageError
 
 from agent_tree.cli import main
+from agent_tree.durations import format_duration
 
 T0 = datetime(2026, 12, 2, 5, 0, 0, 123456, tzinfo=UTC)
 
@@ -86,7 +87,7 @@ def test_query_defaults_and_empty_names() -> None:
     [(0.4, "0s"), (4, "4s"), (92, "1m32s"), (3600 * 2 + 180, "2h3m"), (86400 * 3 + 3600 * 4, "3d4h")],
 )
 def test_duration_column_matches_kubectl_get_agentruns(seconds: float, text: str) -> None:
-    assert listing.human_duration(seconds) == text
+    assert format_duration(seconds) == text
 
 
 def test_table_columns_with_and_without_namespace() -> None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from agent_tree.durations import format_duration
+
 if TYPE_CHECKING:  # the parser imports this module; asyncpg loads only when a command runs
     from agent_tree_worker.store import HistoryStore
 
@@ -151,18 +153,6 @@ async def fetch_page(
     return page, (encode_cursor(page[-1]) if len(rows) > query.limit else None)
 
 
-def human_duration(seconds: float) -> str:
-    """The DURATION column of ``kubectl get agentruns``: ``4s``, ``1m32s``, ``2h3m``, ``3d4h``."""
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60}s"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60}m"
-    return f"{s // 86400}d{(s % 86400) // 3600}h"
-
-
 def _duration(row: dict[str, Any]) -> float | None:
     if row.get("finished_at") is None:
         return None
@@ -184,7 +174,7 @@ def render_table(rows: list[dict[str, Any]], *, show_namespace: bool) -> list[st
                 str(r["steps"]),
                 str(r["token_usage"]),
                 r["started_at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                human_duration(took) if took is not None else "-",
+                format_duration(took) if took is not None else "-",
             ]
         )
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent_tree.durations import format_duration
 from agent_tree_operator.reconcile.conditions import (
     condition,
     get,
@@ -39,18 +40,6 @@ RESULT_PHASES = {
 
 def is_final(status: Mapping[str, Any] | None) -> bool:
     return (status or {}).get("phase") in FINAL_PHASES
-
-
-def format_duration(seconds: float) -> str:
-    """Like kubectl: 4s, 1m32s, 2h3m, 3d4h."""
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60}s"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60}m"
-    return f"{s // 86400}d{(s % 86400) // 3600}h"
 
 
 def cut(text: str | None, limit: int) -> str | None:
