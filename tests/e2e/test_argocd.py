@@ -63,13 +63,18 @@ def live_yaml(platform: Platform, ns: str, kind: str, name: str) -> str:
     return ok(platform.kubectl("get", kind, name, "-n", ns, "-o", "yaml"))
 
 
-def argo_health(binary: str, platform: Platform, ns: str, kind: str, name: str) -> dict[str, Any]:
-    """Argo CD's health of the live object: {"status": ..., "message": ...}."""
+def health_of(binary: str, obj_yaml: str) -> dict[str, Any]:
+    """Argo CD's health of one object (YAML): {"status": ..., "message": ...}."""
     proc = subprocess.run([binary, "health", "--argocd-cm", str(ARGOCD_CM), "-"],
-                          input=live_yaml(platform, ns, kind, name), capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert proc.returncode == 0, f"argocd-lua health {kind}/{name}: {proc.stderr}"
+                          input=obj_yaml, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, f"argocd-lua health: {proc.stderr}"
     (row,) = json.loads(proc.stdout)
     return {"status": row.get("status"), "message": row.get("message")}
+
+
+def argo_health(binary: str, platform: Platform, ns: str, kind: str, name: str) -> dict[str, Any]:
+    """Argo CD's health of the live object."""
+    return health_of(binary, live_yaml(platform, ns, kind, name))
 
 
 def wait_health(binary: str, platform: Platform, ns: str, kind: str, name: str, status: str, timeout: float) -> dict:
@@ -191,10 +196,12 @@ def test_tree_whose_workers_are_refused_is_degraded(argocd_lua: str, platform: P
     hs = wait_health(argocd_lua, platform, ns, "agenttree", "invoice", "Degraded", 60)
     assert hs["message"].startswith("spec.agents["), hs
     assert "forbidden" in hs["message"] and "exceeded quota" in hs["message"], hs
-    tree = json.loads(ok(platform.kubectl("get", "agenttree", "invoice", "-n", ns, "-o", "json")))
-    degraded = condition(tree, "Degraded")
+    # The message grows while more agents' pods get refused: compare health and condition of ONE read.
+    snapshot = live_yaml(platform, ns, "agenttree", "invoice")
+    same_hs = health_of(argocd_lua, snapshot)
+    degraded = condition(yaml.safe_load(snapshot), "Degraded")
     assert degraded["status"] == "True" and degraded["reason"] == "WorkersRefused", degraded
-    assert hs["message"] == degraded["message"]
+    assert same_hs["status"] == "Degraded" and same_hs["message"] == degraded["message"]
     # A run on that tree waits, and Argo CD says why.
     apply(platform, ns, run_manifest("blocked"))
     wait_phase(platform, ns, "blocked", "Pending", 60)

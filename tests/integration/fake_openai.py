@@ -100,3 +100,38 @@ class FakeOpenAI:
     def __exit__(self, *exc: Any) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+# --- a tree whose every kind of model call is counted (tests/unit/test_nested_usage.py and
+# tests/integration/test_durable_usage.py run it embedded and durable) ----------------------------
+def usage_tree(base_url: str) -> dict[str, Any]:
+    """desk (model router) -> ops (nested model router) -> billing (model; asks expert, a model, as a tool)."""
+    model = {"baseUrl": base_url}
+    return {
+        "root": "desk",
+        "agents": [
+            {"name": "desk", "children": ["ops"], "model": {**model, "name": "u-desk"}},
+            {"name": "ops", "children": ["billing"], "model": {**model, "name": "u-ops"}},
+            {
+                "name": "billing",
+                "model": {**model, "name": "u-billing"},
+                "tools": [{"name": "ask_expert", "agent": "expert"}],
+            },
+            {"name": "expert", "model": {**model, "name": "u-expert"}},
+        ],
+    }
+
+
+def script_usage_tree(server: FakeOpenAI) -> None:
+    """The replies of :func:`usage_tree`'s five model calls, with their token usage."""
+    server.scripts["u-desk"] = [{"tool_calls": [("transfer_to_ops", {})], "usage": (100, 20)}]
+    server.scripts["u-ops"] = [{"tool_calls": [("transfer_to_billing", {})], "usage": (100, 30)}]
+    server.scripts["u-billing"] = [
+        {"tool_calls": [("ask_expert", {"input": "is 7 ok?"})], "usage": (100, 40)},
+        {"content": "Invoice 7 is fine.", "usage": (100, 50)},
+    ]
+    server.scripts["u-expert"] = [{"content": "yes", "usage": (100, 60)}]
+
+
+USAGE_TREE_TOTAL = 120 + 130 + 140 + 150 + 160
+"""Tokens of every model call of a :func:`usage_tree` run, routing calls included."""

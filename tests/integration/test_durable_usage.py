@@ -16,7 +16,7 @@ from agent_tree_worker.main import PASSTHROUGH
 from agent_tree_worker.store import HistoryStore
 from agent_tree_worker.workflows import COUNT_NESTED_USAGE, AgentRunWorkflow, AgentWorkflow
 from durable_support import API_KEY, WorkerProcess, run_durable, run_embedded, tree_spec, unique, worker_env
-from fake_openai import FakeOpenAI
+from fake_openai import USAGE_TREE_TOTAL, FakeOpenAI, script_usage_tree, usage_tree
 from temporalio.client import Client
 from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -51,36 +51,6 @@ def python_tree(base_url: str) -> Any:
             ],
         }
     )
-
-
-def llm_tree(base_url: str) -> Any:
-    """desk (model router) -> ops (nested model router) -> billing (model; asks expert, a model, as a tool)."""
-    model = {"baseUrl": base_url}
-    return tree_spec(
-        {
-            "root": "desk",
-            "agents": [
-                {"name": "desk", "children": ["ops"], "model": {**model, "name": "u-desk"}},
-                {"name": "ops", "children": ["billing"], "model": {**model, "name": "u-ops"}},
-                {
-                    "name": "billing",
-                    "model": {**model, "name": "u-billing"},
-                    "tools": [{"name": "ask_expert", "agent": "expert"}],
-                },
-                {"name": "expert", "model": {**model, "name": "u-expert"}},
-            ],
-        }
-    )
-
-
-def script_llm(server: FakeOpenAI) -> None:
-    server.scripts["u-desk"] = [{"tool_calls": [("transfer_to_ops", {})], "usage": (100, 20)}]
-    server.scripts["u-ops"] = [{"tool_calls": [("transfer_to_billing", {})], "usage": (100, 30)}]
-    server.scripts["u-billing"] = [
-        {"tool_calls": [("ask_expert", {"input": "is 7 ok?"})], "usage": (100, 40)},
-        {"content": "Invoice 7 is fine.", "usage": (100, 50)},
-    ]
-    server.scripts["u-expert"] = [{"content": "yes", "usage": (100, 60)}]
 
 
 async def run_with_worker_processes(
@@ -172,14 +142,14 @@ async def test_model_routers_and_model_agent_tool_every_call_counted_with_its_st
     fake_openai: FakeOpenAI,
     tmp_path: Path,
 ) -> None:
-    script_llm(fake_openai)
-    spec = llm_tree(fake_openai.base_url)
+    script_usage_tree(fake_openai)
+    spec = tree_spec(usage_tree(fake_openai.base_url))
     env = worker_env(temporal_address, database_url, redis_url, AGENT_TREE_MODEL_API_KEY=API_KEY)
     handle, result, progress = await run_with_worker_processes(client, spec, env, tmp_path, "Is invoice 7 ok?")
 
     calls = list(fake_openai.requests)
     assert len(calls) == 5  # desk routes, ops routes, billing twice, expert once
-    total = 120 + 130 + 140 + 150 + 160
+    total = USAGE_TREE_TOTAL
     assert result["status"] == "completed" and result["answer"] == "Invoice 7 is fine."
     assert result["token_usage"] == total and progress["tokenUsage"] == total
 

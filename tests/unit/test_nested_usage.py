@@ -17,7 +17,7 @@ from agent_tree.spec import AgentTreeSpec
 from agent_tree.usage import report_model_usage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
-from fake_openai import FakeOpenAI
+from fake_openai import USAGE_TREE_TOTAL, FakeOpenAI, script_usage_tree, usage_tree
 
 
 def stamp(invoice_id: str) -> dict[str, Any]:
@@ -87,40 +87,14 @@ def server(monkeypatch: pytest.MonkeyPatch):
 
 
 def llm_spec(base_url: str) -> AgentTreeSpec:
-    """desk (model router) -> ops (nested model router) -> billing (model, asks expert as a tool)."""
-    model = {"baseUrl": base_url}
-    return AgentTreeSpec.model_validate(
-        {
-            "root": "desk",
-            "agents": [
-                {"name": "desk", "children": ["ops"], "model": {**model, "name": "u-desk"}},
-                {"name": "ops", "children": ["billing"], "model": {**model, "name": "u-ops"}},
-                {
-                    "name": "billing",
-                    "model": {**model, "name": "u-billing"},
-                    "tools": [{"name": "ask_expert", "agent": "expert"}],
-                },
-                {"name": "expert", "model": {**model, "name": "u-expert"}},
-            ],
-        }
-    )
+    return AgentTreeSpec.model_validate(usage_tree(base_url))
 
 
-def script_llm(server: FakeOpenAI) -> None:
-    server.scripts["u-desk"] = [{"tool_calls": [("transfer_to_ops", {})], "usage": (100, 20)}]
-    server.scripts["u-ops"] = [{"tool_calls": [("transfer_to_billing", {})], "usage": (100, 30)}]
-    server.scripts["u-billing"] = [
-        {"tool_calls": [("ask_expert", {"input": "is 7 ok?"})], "usage": (100, 40)},
-        {"content": "Invoice 7 is fine.", "usage": (100, 50)},
-    ]
-    server.scripts["u-expert"] = [{"content": "yes", "usage": (100, 60)}]
-
-
-LLM_TOTAL = 120 + 130 + 140 + 150 + 160  # every model call of the run, routing calls included
+LLM_TOTAL = USAGE_TREE_TOTAL
 
 
 async def test_model_routers_nested_model_supervisor_and_model_agent_tool_all_count(server: FakeOpenAI) -> None:
-    script_llm(server)
+    script_usage_tree(server)
     result = await compile_tree(llm_spec(server.base_url)).orchestrator().run("Is invoice 7 ok?")
     assert result.status == "completed" and result.answer == "Invoice 7 is fine."
     assert len(server.requests) == 5
