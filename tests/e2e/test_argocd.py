@@ -86,6 +86,17 @@ def wait_health(binary: str, platform: Platform, ns: str, kind: str, name: str, 
     )
 
 
+def wait_health_message(binary: str, platform: Platform, ns: str, run: str, prefix: str, timeout: float = 30) -> dict:
+    """Argo CD's health of AgentRun ``run`` once its message starts with ``prefix`` (a failure shows the last)."""
+
+    def check() -> dict:
+        hs = argo_health(binary, platform, ns, "agentrun", run)
+        assert hs["message"].startswith(prefix), hs
+        return hs
+
+    return wait_for(check, timeout, f"the health of run {run} to say {prefix!r}...")
+
+
 def invoice_tree(supervisor_replicas: int | None = None) -> dict:
     tree = yaml.safe_load((INVOICE / "agenttree.yaml").read_text())
     if supervisor_replicas is not None:
@@ -122,13 +133,10 @@ def test_runs_of_every_phase_and_a_ready_tree(argocd_lua: str, platform: Platfor
     # Pending: its tree does not exist; Argo CD says why it waits.
     apply(platform, ns, run_manifest("waits", tree="absent"))
     wait_phase(platform, ns, "waits", "Pending", 60)
-    hs = wait_for(
-        lambda: (h := argo_health(argocd_lua, platform, ns, "agentrun", "waits"))["message"] != "Pending" and h,
-        30,
-        "the Pending run's health to say why it waits",
-    )
+    # Until the operator has seen it, the run shows the CRD's default status ("waiting for the agent-tree
+    # operator to pick the run up"); then the operator's reason.
+    hs = wait_health_message(argocd_lua, platform, ns, "waits", "Pending: AgentTree 'absent' not found in namespace")
     assert hs["status"] == "Progressing"
-    assert hs["message"].startswith("Pending: AgentTree 'absent' not found in namespace"), hs
     assert "step 0" not in hs["message"]
 
     # Running: no supervisor worker yet, so a started run stays Running.
@@ -205,15 +213,10 @@ def test_tree_whose_workers_are_refused_is_degraded(argocd_lua: str, platform: P
     # A run on that tree waits, and Argo CD says why.
     apply(platform, ns, run_manifest("blocked"))
     wait_phase(platform, ns, "blocked", "Pending", 60)
-    run_hs = wait_for(
-        lambda: (h := argo_health(argocd_lua, platform, ns, "agentrun", "blocked"))["message"] != "Pending" and h,
-        30,
-        "the Pending run's health to say why it waits",
+    run_hs = wait_health_message(
+        argocd_lua, platform, ns, "blocked", "Pending: AgentTree 'invoice' is Degraded (WorkersRefused): spec.agents["
     )
     assert run_hs["status"] == "Progressing", run_hs
-    assert run_hs["message"].startswith("Pending: AgentTree 'invoice' is Degraded (WorkersRefused): spec.agents["), (
-        run_hs
-    )
     print(f"\nArgo CD health of the refused tree: {hs}\nand of a run on it: {run_hs}")
 
 
