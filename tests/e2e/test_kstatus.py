@@ -114,9 +114,11 @@ def run_in(platform: Platform, ns: str, name: str, phases: set[str], timeout: fl
 
     def check() -> dict | None:
         run = get(platform, ns, "agentrun", name)
-        return run if (run.get("status") or {}).get("phase") in phases else None
+        status = run.get("status") or {}
+        # observedGeneration: written by the operator, absent from the CRD's default status (Pending).
+        return run if status.get("phase") in phases and status.get("observedGeneration") else None
 
-    return wait_for(check, timeout, f"AgentRun {ns}/{name} in {sorted(phases)}")
+    return wait_for(check, timeout, f"AgentRun {ns}/{name} in {sorted(phases)}, observed by the operator")
 
 
 def tree_ready(platform: Platform, ns: str, name: str = "invoice") -> dict:

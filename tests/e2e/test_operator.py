@@ -111,6 +111,11 @@ def tree_ready(platform: Platform, ns: str, name: str = "invoice") -> dict:
     return wait_for(check, 90, f"AgentTree {ns}/{name} Ready")
 
 
+def pending_observed(status: dict) -> bool:
+    """Pending as the operator wrote it (the CRD's default status is Pending too, without observedGeneration)."""
+    return status.get("phase") == "Pending" and bool(status.get("observedGeneration"))
+
+
 def run_status(
     platform: Platform, ns: str, name: str, predicate: Callable[[dict], bool], what: str, timeout: float = RUN_DEADLINE
 ) -> dict:
@@ -258,7 +263,7 @@ def test_run_pending_until_its_tree_exists_then_succeeds_and_is_watchable(
     try:
         # The run comes first: no tree yet, so it waits, saying why.
         ok(apply(platform, ns, run_manifest()))
-        pending = run_status(platform, ns, "why-4821", lambda s: s.get("phase") == "Pending", "Pending", 60)
+        pending = run_status(platform, ns, "why-4821", pending_observed, "Pending, observed by the operator", 60)
         cond = condition(pending, "Succeeded")
         assert cond["status"] == "Unknown" and cond["reason"] == "TreeNotFound"
         assert "spec.treeRef.name" in cond["message"]
@@ -605,11 +610,11 @@ def test_bad_trees_the_schema_cannot_catch_surface_as_conditions(
 
     # A run on a tree that does not exist: Pending with the reason, as a condition.
     ok(apply(platform, bad_ns, run_manifest("lost", treeRef={"name": "nowhere"})))
-    pending = run_status(platform, bad_ns, "lost", lambda s: s.get("phase") == "Pending", "Pending", 60)
+    pending = run_status(platform, bad_ns, "lost", pending_observed, "Pending, observed by the operator", 60)
     assert condition(pending, "Succeeded")["reason"] == "TreeNotFound"
     # ... and a run on an invalid tree.
     ok(apply(platform, bad_ns, run_manifest("stuck", treeRef={"name": "t"})))
-    pending = run_status(platform, bad_ns, "stuck", lambda s: s.get("phase") == "Pending", "Pending", 60)
+    pending = run_status(platform, bad_ns, "stuck", pending_observed, "Pending, observed by the operator", 60)
     assert condition(pending, "Succeeded")["reason"] == "TreeInvalid"
     assert "spec.agents: cycle" in condition(pending, "Succeeded")["message"]
     assert operator.alive() and operator.healthy()
