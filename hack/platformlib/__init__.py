@@ -23,7 +23,7 @@ from .control import down, is_running, status, stop, up
 from .core import REPO, Dir, PlatformError, platform_dir, read_env_file
 
 __all__ = [
-    "COMPONENTS", "FAKE_NODE", "ORDER", "REPO", "Dir", "Platform", "PlatformError", "down", "ensure_up",
+    "COMPONENTS", "FAKE_NODE", "ORDER", "REPO", "Dir", "Platform", "PlatformError", "built_tool", "down", "ensure_up",
     "platform_dir", "status", "stop", "up", "wait_for",
 ]  # fmt: skip
 
@@ -124,3 +124,17 @@ def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
         time.sleep(interval)
+
+
+def built_tool(script: str, timeout: float = 2400) -> str:
+    """Path of the binary a ``hack/build-*.sh`` script builds (or finds in its cache): its last stdout line.
+
+    Test fixtures call this; a failed build raises with the script's last output.
+    """
+    proc = subprocess.run([str(REPO / "hack" / script)], capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise RuntimeError(f"hack/{script} could not build its tool (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    path = proc.stdout.strip().splitlines()[-1]
+    if not os.access(path, os.X_OK):
+        raise RuntimeError(f"hack/{script} printed {path!r}, which is not an executable")
+    return path

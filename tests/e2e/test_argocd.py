@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from operator_process import OperatorProcess, apply_crds, namespace, ok, running
-from platformlib import REPO, Platform, wait_for
+from platformlib import REPO, Platform, built_tool, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -30,12 +30,7 @@ RUN_DEADLINE = 180.0
 
 @pytest.fixture(scope="module")
 def argocd_lua() -> str:
-    proc = subprocess.run(
-        [str(REPO / "hack" / "build-argocd-lua.sh")], capture_output=True, text=True, timeout=1800
-    )  # fmt: skip
-    if proc.returncode != 0:
-        pytest.fail(f"hack/build-argocd-lua.sh could not build argocd-lua:\n{proc.stderr[-3000:]}", pytrace=False)
-    return proc.stdout.strip().splitlines()[-1]
+    return built_tool("build-argocd-lua.sh")
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from typing import Any
 import lupa.lua51 as lua51
 import pytest
 import yaml
-from platformlib import REPO, wait_for
+from platformlib import REPO, built_tool, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -111,10 +111,7 @@ class Release:
 
 @pytest.fixture(scope="module")
 def helm_bin() -> str:
-    proc = subprocess.run([str(REPO / "hack" / "build-helm.sh")], capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        pytest.fail(f"hack/build-helm.sh could not provide helm:\n{proc.stderr[-3000:]}", pytrace=False)
-    return proc.stdout.strip().splitlines()[-1]
+    return built_tool("build-helm.sh")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ what `kubectl describe` says of a run waiting on a refused tree.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 import uuid
@@ -28,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 from operator_process import OperatorProcess, apply_crds, namespace, ok, running
-from platformlib import REPO, Platform, wait_for
+from platformlib import REPO, Platform, built_tool, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -42,12 +41,7 @@ RUN_DEADLINE = 180.0
 @pytest.fixture(scope="session")
 def kstatus_bin() -> str:
     """The kstatus helper, built by hack/build-kstatus.sh on first use and reused from its cache."""
-    proc = subprocess.run([str(REPO / "hack" / "build-kstatus.sh")], capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        pytest.fail(f"hack/build-kstatus.sh could not build kstatus (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    path = proc.stdout.strip().splitlines()[-1]
-    assert os.access(path, os.X_OK), path
-    return path
+    return built_tool("build-kstatus.sh")
 
 
 @pytest.fixture(scope="module")

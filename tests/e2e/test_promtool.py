@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 from operator_process import OperatorProcess, apply_crds, namespace, ok, running
-from platformlib import REPO, Platform, wait_for
+from platformlib import REPO, Platform, built_tool, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -29,10 +29,7 @@ AGENTS = ("supervisor", "triage", "invoice-specialist", "verifier")
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    proc = subprocess.run([str(REPO / "hack" / "build-promtool.sh")], capture_output=True, text=True, timeout=2400)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        pytest.fail(f"hack/build-promtool.sh could not provide promtool:\n{proc.stderr[-3000:]}", pytrace=False)
-    return proc.stdout.strip().splitlines()[-1]
+    return built_tool("build-promtool.sh")
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from typing import Any
 import lupa.lua51 as lua51
 import pytest
 import yaml
+from platformlib import built_tool
 
 from agent_tree.spec import RunPhase
 
@@ -81,14 +82,7 @@ GOPHER_ONLY = {"_GOPHER_LUA_VERSION", "_printregs"}
 
 @pytest.fixture(scope="module")
 def argocd_lua() -> str:
-    proc = subprocess.run(
-        [str(ROOT / "hack" / "build-argocd-lua.sh")], capture_output=True, text=True, timeout=1800
-    )  # fmt: skip
-    if proc.returncode != 0:
-        pytest.fail(
-            f"hack/build-argocd-lua.sh could not build argocd-lua (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
-        )
-    return proc.stdout.strip().splitlines()[-1]
+    return built_tool("build-argocd-lua.sh")
 
 
 def helper(binary: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess:

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
+from platformlib import built_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "agent-tree"
@@ -75,12 +76,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
 @pytest.fixture(scope="session")
 def helm() -> str:
     """Path of the helm binary, built from the Go module proxy on first use (cached afterwards)."""
-    proc = subprocess.run([str(ROOT / "hack" / "build-helm.sh")], capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        pytest.fail(f"hack/build-helm.sh could not provide helm (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    path = proc.stdout.strip().splitlines()[-1]
-    assert os.access(path, os.X_OK), path
-    return path
+    return built_tool("build-helm.sh")
 
 
 def run_helm(

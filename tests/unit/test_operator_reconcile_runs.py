@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from agent_tree_operator.reconcile.runs import (
     initial_status,
     status_patch,
 )
+from platformlib import built_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = "2026-01-01T00:00:00Z"
@@ -268,12 +268,7 @@ def test_conditions_for_kstatus_and_kubectl_wait_in_every_phase():
 @pytest.fixture(scope="module")
 def kstatus() -> str:
     """The real kstatus helper (hack/build-kstatus.sh: cli-utils from the Go module proxy, cached)."""
-    proc = subprocess.run([str(ROOT / "hack" / "build-kstatus.sh")], capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        pytest.fail(f"hack/build-kstatus.sh could not build kstatus (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    path = proc.stdout.strip().splitlines()[-1]
-    assert os.access(path, os.X_OK), path
-    return path
+    return built_tool("build-kstatus.sh")
 
 
 def test_the_real_kstatus_library_reads_every_phase_of_a_written_status(kstatus):

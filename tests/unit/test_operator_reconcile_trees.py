@@ -22,6 +22,7 @@ from agent_tree_operator.reconcile.trees import (
     spec_revision,
     status_changed,
 )
+from platformlib import built_tool
 
 from agent_tree import naming
 
@@ -293,10 +294,7 @@ def tree_states() -> dict[str, tuple[dict, int]]:
 @pytest.fixture(scope="module")
 def kstatus() -> str:
     """The real kstatus helper (hack/build-kstatus.sh: cli-utils from the Go module proxy, cached)."""
-    proc = subprocess.run([str(ROOT / "hack" / "build-kstatus.sh")], capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        pytest.fail(f"hack/build-kstatus.sh could not build kstatus (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc.stdout.strip().splitlines()[-1]
+    return built_tool("build-kstatus.sh")
 
 
 def test_the_real_kstatus_library_reads_every_state_of_a_tree(kstatus):
