@@ -13,11 +13,12 @@ import subprocess
 import sys
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 from platformlib import REPO, Platform, wait_for
 
 AGENT_TREE = Path(sys.executable).parent / "agent-tree"
@@ -130,3 +131,19 @@ def namespace(platform: Platform, op: OperatorProcess, prefix: str, cleanup_time
     platform.kubectl("delete", "agentruns", "--all", "-n", name, f"--timeout={cleanup_timeout}s",
                      timeout=cleanup_timeout + 30)  # fmt: skip
     platform.kubectl("delete", "namespace", name, "--wait=false")
+
+
+INVOICE = REPO / "examples" / "invoice"
+
+
+def invoice_tree(edit: Callable[[dict], None] | None = None) -> dict:
+    """The example invoice AgentTree manifest, optionally edited in place by ``edit``."""
+    tree = yaml.safe_load((INVOICE / "agenttree.yaml").read_text())
+    if edit:
+        edit(tree)
+    return tree
+
+
+def held_supervisor(tree: dict) -> None:
+    """No supervisor workers: a started run stays Running (its workflow waits on the root's queue)."""
+    tree["spec"]["agents"][0]["worker"] = {"replicas": 0}

@@ -20,13 +20,13 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from operator_process import OperatorProcess, apply_crds, namespace, ok, running
+from operator_process import OperatorProcess, apply_crds, held_supervisor, invoice_tree, namespace, ok, running
 from platformlib import REPO, Platform, built_tool, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -76,18 +76,6 @@ def kstatus(kstatus_bin: str, obj: dict) -> dict:
     (result,) = [json.loads(line) for line in proc.stdout.splitlines()]
     assert (result["kind"], result["name"]) == (obj["kind"], obj["metadata"]["name"])
     return result
-
-
-def invoice_tree(edit: Callable[[dict], None] | None = None) -> dict:
-    tree = yaml.safe_load((INVOICE / "agenttree.yaml").read_text())
-    if edit:
-        edit(tree)
-    return tree
-
-
-def held_supervisor(tree: dict) -> None:
-    """No supervisor workers: a started run stays Running (its workflow waits on the root's queue)."""
-    tree["spec"]["agents"][0]["worker"] = {"replicas": 0}
 
 
 def run_manifest(name: str, tree: str = "invoice", **spec: Any) -> dict:

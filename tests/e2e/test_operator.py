@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import redis
 import yaml
-from operator_process import OperatorProcess, apply_crds, namespace, ok, running
+from operator_process import OperatorProcess, apply_crds, held_supervisor, invoice_tree, namespace, ok, running
 from platformlib import REPO, Platform, wait_for
 
 from agent_tree import naming
@@ -72,18 +72,6 @@ def exists(platform: Platform, ns: str, kind: str, name: str) -> bool:
 def apply(platform: Platform, ns: str, docs: Any) -> subprocess.CompletedProcess:
     text = docs if isinstance(docs, str) else yaml.safe_dump_all(docs if isinstance(docs, list) else [docs])
     return platform.kubectl("apply", "-n", ns, "-f", "-", input=text)
-
-
-def invoice_tree(edit: Callable[[dict], None] | None = None) -> dict:
-    tree = yaml.safe_load((INVOICE / "agenttree.yaml").read_text())
-    if edit:
-        edit(tree)
-    return tree
-
-
-def held_supervisor(tree: dict) -> None:
-    """No supervisor workers: a started run stays Running (its workflow waits on the root's queue)."""
-    tree["spec"]["agents"][0]["worker"] = {"replicas": 0}
 
 
 def run_manifest(name: str = "why-4821", invoice: str = "4821", **spec: Any) -> dict:
