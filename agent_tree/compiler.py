@@ -10,6 +10,7 @@ from typing import Any
 from agent_tree import registry
 from agent_tree.node import AgentNode, Tool
 from agent_tree.orchestrator import Planner, SupervisorOrchestrator
+from agent_tree.providers.embedded import make_behaviour, make_router
 from agent_tree.spec import AgentSpec, AgentTreeSpec
 from agent_tree.tree import AgentTree
 
@@ -40,9 +41,7 @@ def agent_behaviour(agent: AgentSpec, resolve: Resolver = registry.resolve) -> C
     if agent.entrypoint is not None:
         return resolve(agent.entrypoint)
     if agent.model is not None:
-        from agent_tree.providers import model_behaviour
-
-        return model_behaviour(agent)
+        return make_behaviour(agent)
     return None
 
 
@@ -90,8 +89,6 @@ def compile_tree(spec: AgentTreeSpec, name: str = "agent-tree", resolve: Resolve
     if planner is None and root.model is not None and root.children:
         # A model-backed supervisor routes by asking its model (transfer_to_<child> tools); the answer is
         # the plan, so agent_tree.policy keeps taking every routing decision.
-        from agent_tree.providers.openai_chat import make_router
-
         planner = make_router(root, [(c, spec.agent(c).description) for c in root.children])
     return CompiledTree(AgentTree(nodes[spec.root], name=name), spec, planner, spec.maxSteps)
 

@@ -1,25 +1,39 @@
-"""RunContext: what an agent's behaviour receives, and ``run_turn`` which runs one agent turn."""
+"""RunContext: what an agent's behaviour receives during its turn.
+
+This module sits below :mod:`agent_tree.node`: it knows an agent only as the :class:`Agent` protocol
+(what a turn reads of an :class:`~agent_tree.node.AgentNode`), so the core's imports point one way.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
 
-from pydantic import ValidationError
-
-from agent_tree import output_schema, usage
+from agent_tree import usage
 from agent_tree.hooks import OrchestratorHooks
 from agent_tree.models import HandoffResult, HandoffStatus, HandoffTraces, ToolResult
-from agent_tree.node import error_message, maybe_await
-
-if TYPE_CHECKING:
-    from agent_tree.models import SupervisorResult
-    from agent_tree.node import AgentNode
-
-ToolRunner = Callable[["AgentNode", str, dict[str, Any]], Awaitable[ToolResult]]
 
 
-async def _direct_tool_runner(node: AgentNode, name: str, args: dict[str, Any]) -> ToolResult:
+class Agent(Protocol):
+    """What running a turn needs of an agent (an :class:`~agent_tree.node.AgentNode`)."""
+
+    name: str
+    behaviour: Callable[..., Any] | None
+    output_schema: dict[str, Any] | None
+
+    @property
+    def children(self) -> Sequence[Agent]: ...
+
+    @property
+    def tools(self) -> Mapping[str, Any]: ...
+
+    async def run_tool(self, name: str, **kwargs: Any) -> ToolResult: ...
+
+
+ToolRunner = Callable[[Agent, str, dict[str, Any]], Awaitable[ToolResult]]
+
+
+async def _direct_tool_runner(node: Agent, name: str, args: dict[str, Any]) -> ToolResult:
     return await node.run_tool(name, **args)
 
 
@@ -33,7 +47,7 @@ class RunContext:
 
     def __init__(
         self,
-        node: AgentNode,
+        node: Agent,
         input: str,
         context: dict[str, Any] | None = None,
         *,
@@ -42,6 +56,8 @@ class RunContext:
         hooks: OrchestratorHooks | None = None,
         tool_runner: ToolRunner | None = None,
         to_agent: str = "supervisor",
+        max_steps: int = 10,
+        deadline: float | None = None,
     ) -> None:
         self.node = node
         self.input = input
@@ -51,6 +67,9 @@ class RunContext:
         self.hooks = hooks or OrchestratorHooks()
         self.tool_runner = tool_runner or _direct_tool_runner
         self.to_agent = to_agent
+        # A nested supervisor below this turn routes under the run's limits (see agent_tree.policy).
+        self.max_steps = max_steps
+        self.deadline = deadline
         self.traces = HandoffTraces()
 
     @property
@@ -112,78 +131,3 @@ class RunContext:
 
     def failed(self, summary: str, payload: dict[str, Any] | None = None, **kw: Any) -> HandoffResult:
         return self.handoff("failed", summary, payload, **kw)
-
-
-def coerce_handoff(ctx: RunContext, value: Any) -> HandoffResult:
-    """Turn what a behaviour returned into a HandoffResult, or a ``failed`` one explaining why not."""
-    if isinstance(value, HandoffResult):
-        result = value
-    elif isinstance(value, dict):
-        try:
-            result = HandoffResult.model_validate({"from_agent": ctx.node.name, **value})
-        except ValidationError as exc:
-            return ctx.failed(f"agent {ctx.node.name!r} returned an invalid HandoffResult: {exc}")
-    else:
-        return ctx.failed(
-            f"agent {ctx.node.name!r} returned {type(value).__name__}; a behaviour must return a HandoffResult"
-        )
-    if (
-        not result.traces.tool_calls
-        and not result.traces.reasoning_steps
-        and ctx.traces.tool_calls + ctx.traces.reasoning_steps
-    ):
-        result = result.model_copy(update={"traces": ctx.traces.model_copy(deep=True)})
-    return result
-
-
-async def run_turn(
-    node: AgentNode,
-    input: str,
-    context: dict[str, Any] | None = None,
-    *,
-    hooks: OrchestratorHooks | None = None,
-    plan: dict[str, Any] | None = None,
-    step: int = 0,
-    tool_runner: ToolRunner | None = None,
-    max_steps: int = 10,
-) -> HandoffResult:
-    """Run one turn of ``node`` and return its HandoffResult. Never raises for agent errors.
-
-    A node with no behaviour but with children supervises them (a nested supervisor).
-    """
-    ctx = RunContext(node, input, context, plan=plan, step=step, hooks=hooks, tool_runner=tool_runner)
-    if node.behaviour is None:
-        if node.children:
-            from agent_tree.orchestrator import supervise
-
-            sub = await supervise(
-                node, input, ctx.context, hooks=ctx.hooks, max_steps=max_steps, tool_runner=tool_runner
-            )
-            return supervisor_handoff(ctx, sub)
-        return ctx.failed(
-            f"agent {node.name!r} has no behaviour: give it one with node.set_behaviour(fn), "
-            "an 'entrypoint' or a 'model' in the manifest"
-        )
-    try:
-        value = await maybe_await(node.behaviour(ctx))
-    except Exception as exc:
-        return ctx.failed(f"agent {node.name!r} raised {error_message(exc)}")
-    result = coerce_handoff(ctx, value)
-    if getattr(node.behaviour, "checks_own_output", False):
-        return result  # a model agent checks (and repairs) its reply itself; a model supervisor only routes
-    return check_output(node, result)
-
-
-def check_output(node: AgentNode, result: HandoffResult) -> HandoffResult:
-    """``result`` as a failed turn naming every violation when its payload misses ``node.output_schema``."""
-    failure = output_schema.payload_violation(node.name, node.output_schema, result.status, result.payload)
-    return result if failure is None else result.model_copy(update=failure)
-
-
-def supervisor_handoff(ctx: RunContext, sub: SupervisorResult, routing_tokens: int = 0) -> HandoffResult:
-    """The handoff of a nested supervisor: its answer, with its children's tool calls and tokens."""
-    handoffs = [h.model_dump() for h in sub.handoffs]
-    ctx.traces = HandoffTraces.model_validate(
-        usage.supervisor_traces(handoffs, sub.token_usage + routing_tokens), strict=False
-    )
-    return ctx.handoff("ok" if sub.status == "completed" else "failed", sub.answer, sub.payload)

@@ -6,14 +6,16 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from agent_tree.calls import error_message, maybe_await
+from agent_tree.context import RunContext
 from agent_tree.models import HandoffResult, ToolResult
+from agent_tree.turns import run_turn
 
-if TYPE_CHECKING:
-    from agent_tree.context import RunContext
+__all__ = ["AgentNode", "Behaviour", "Tool", "error_message", "maybe_await"]
 
-Behaviour = Callable[["RunContext"], "HandoffResult | dict[str, Any] | Awaitable[HandoffResult | dict[str, Any]]"]
+Behaviour = Callable[[RunContext], "HandoffResult | dict[str, Any] | Awaitable[HandoffResult | dict[str, Any]]"]
 
 
 @dataclass
@@ -29,18 +31,6 @@ class Tool:
         if self.func is None:
             raise LookupError(f"tool {self.name!r} is registered by name only; give it a callable")
         return await maybe_await(self.func(**kwargs))
-
-
-async def maybe_await(value: Any) -> Any:
-    """Await ``value`` when it is awaitable, so sync and async callables are used the same way."""
-    if inspect.isawaitable(value):
-        return await value
-    return value
-
-
-def error_message(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class AgentNode:
@@ -117,8 +107,6 @@ class AgentNode:
         Calling the tool runs one turn of this agent on ``input`` (plus any keyword arguments as
         context) and returns its HandoffResult as a dict.
         """
-        from agent_tree.context import run_turn
-
         node = self
 
         async def _agent_tool(input: str = "", **context: Any) -> dict[str, Any]:

@@ -1,24 +1,33 @@
 """SupervisorOrchestrator: the embedded (in-process) executor of an agent tree.
 
-Every routing decision comes from :mod:`agent_tree.policy`, which the durable Temporal workflow
-uses too; this module only runs the turns and fires the hooks.
+Every routing decision and every stop (max steps, the deadline, the budgets) comes from
+:mod:`agent_tree.policy`, which the durable Temporal workflow uses too; :mod:`agent_tree.turns` runs
+the turns and fires the hooks.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
-from agent_tree import policy, usage
-from agent_tree.context import ToolRunner, run_turn
+from agent_tree import usage
+from agent_tree.calls import error_message, maybe_await
+from agent_tree.context import ToolRunner
 from agent_tree.hooks import OrchestratorHooks
-from agent_tree.models import HandoffResult, SupervisorResult
-from agent_tree.node import error_message, maybe_await
+from agent_tree.models import SupervisorResult
+from agent_tree.tree import AgentTree
+from agent_tree.turns import clock, finish_result, supervise
 
-if TYPE_CHECKING:
-    from agent_tree.node import AgentNode
-    from agent_tree.tree import AgentTree
+__all__ = [
+    "Planner",
+    "SupervisorOrchestrator",
+    "finish_result",
+    "make_plan",
+    "plan_thought",
+    "plan_with_usage",
+    "supervise",
+]
 
 Planner = Callable[[str], "dict[str, Any] | Awaitable[dict[str, Any]]"]
 
@@ -54,55 +63,6 @@ def plan_thought(plan: dict[str, Any]) -> str:
     return f"plan: {json.dumps(plan, ensure_ascii=False, default=str)}"
 
 
-def finish_result(state: policy.SupervisorState, decision: policy.Finish) -> SupervisorResult:
-    handoffs = [HandoffResult.model_validate(h, strict=False) for h in state.handoffs]
-    return SupervisorResult(
-        answer=decision.answer,
-        status=decision.status,
-        plan=state.plan,
-        final_agent=decision.final_agent,
-        payload=decision.payload,
-        steps=state.steps,
-        handoffs=handoffs,
-        context={k: v for k, v in state.context.items() if k != policy.CONTEXT_HISTORY_KEY},
-        token_usage=sum(h.traces.token_usage for h in handoffs),
-    )
-
-
-async def supervise(
-    node: AgentNode,
-    user_input: str,
-    context: dict[str, Any] | None = None,
-    *,
-    hooks: OrchestratorHooks | None = None,
-    max_steps: int = 10,
-    plan: dict[str, Any] | None = None,
-    tool_runner: ToolRunner | None = None,
-) -> SupervisorResult:
-    """Run the supervisor loop of ``node`` over its children."""
-    hooks = hooks or OrchestratorHooks()
-    children = {child.name: child for child in node.children}
-    state = policy.start(list(children), max_steps, context, plan)
-    while isinstance(decision := policy.decide(state), policy.Route):
-        child = children[decision.agent]
-        await hooks.fire("on_node_start", child, user_input)
-        handoff = await run_turn(
-            child,
-            user_input,
-            decision.context,
-            hooks=hooks,
-            plan=state.plan,
-            step=decision.step,
-            tool_runner=tool_runner,
-            max_steps=max_steps,
-        )
-        handoff = handoff.model_copy(update={"to_agent": node.name})
-        await hooks.fire("on_node_end", child, handoff)
-        await hooks.fire("on_handoff", handoff)
-        state = policy.observe(state, handoff)
-    return finish_result(state, decision)
-
-
 class SupervisorOrchestrator:
     """Plan (optionally), then route the input through the root's children until one answers.
 
@@ -112,6 +72,10 @@ class SupervisorOrchestrator:
         max_steps: upper bound on child turns; reaching it ends the run with ``max_steps_reached``.
         planner: optional ``async (user_input) -> dict``; its output is recorded as ``result.plan``
             and may set ``{"route": [...]}`` to choose the order children are tried in.
+        timeout_seconds: an AgentRun's ``timeoutSeconds``: no turn starts after it, a running turn is
+            stopped, and the run fails with ``policy.TIMED_OUT`` (None: no deadline).
+        budgets: an AgentRun's ``spec.budgets`` (``{"maxTokens": .., "maxToolCalls": ..}``); a turn that
+            takes the run above one fails the run unless that turn answered (``policy.over_budget``).
     """
 
     def __init__(
@@ -121,22 +85,32 @@ class SupervisorOrchestrator:
         max_steps: int = 10,
         planner: Planner | None = None,
         tool_runner: ToolRunner | None = None,
+        *,
+        timeout_seconds: float | None = None,
+        budgets: Mapping[str, Any] | None = None,
     ) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+        if timeout_seconds is not None and timeout_seconds <= 0:
+            raise ValueError(f"timeout_seconds must be above 0, got {timeout_seconds}")
         self.tree = tree
         self.hooks = hooks or OrchestratorHooks()
         self.max_steps = max_steps
         self.planner = planner
         self.tool_runner = tool_runner
+        self.timeout_seconds = timeout_seconds
+        self.budgets = dict(budgets or {})
 
     async def run(self, user_input: str, context: dict[str, Any] | None = None) -> SupervisorResult:
         """Run the tree on ``user_input`` and return the supervisor's result."""
         root = self.tree.root
+        deadline = None if self.timeout_seconds is None else clock() + self.timeout_seconds
         await self.hooks.fire("on_node_start", root, user_input)
         plan, calls = await plan_with_usage(self.planner, user_input)
         if plan is not None:
             await self.hooks.fire("on_reasoning_step", root.name, plan_thought(plan))
+        # The planner's (or the model supervisor's routing) model calls are the run's tokens too.
+        planned = usage.total_tokens(calls)
         result = await supervise(
             root,
             user_input,
@@ -145,8 +119,10 @@ class SupervisorOrchestrator:
             max_steps=self.max_steps,
             plan=plan,
             tool_runner=self.tool_runner,
+            deadline=deadline,
+            budgets=self.budgets,
+            tokens=planned,
         )
-        # The planner's (or the model supervisor's routing) model calls are the run's tokens too.
-        result = result.model_copy(update={"token_usage": result.token_usage + usage.total_tokens(calls)})
+        result = result.model_copy(update={"token_usage": result.token_usage + planned})
         await self.hooks.fire("on_node_end", root, result)
         return result

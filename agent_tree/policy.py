@@ -16,17 +16,30 @@ Rules (from the design seed): route to the next child; ``ok`` finishes the run; 
 merges the handoff's payload into the context and routes to the next child; ``failed`` routes to the
 next child; no child left means the run failed; ``max_steps`` child turns stop the loop.
 
+The other stops of a run are decided here too, for both executors, with the same words:
+
+    while isinstance(d := decide(state), Route):
+        if stop := deadline_reached(now, deadline, state):   # before each turn
+            d = stop; break
+        state = observe(state, <run d.agent>)
+        tokens, tool_calls = <the run's totals so far>
+        if stop := over_budget(state, tokens, tool_calls, budgets):   # after each turn
+            d = stop; break
+
 State is a plain JSON-serialisable dict-friendly dataclass so a workflow can carry it in history.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent_tree.models import HandoffResult, RunStatus
 
 CONTEXT_HISTORY_KEY = "_handoffs"
+DEFAULT_MAX_STEPS = 10
+TIMED_OUT = "the run timed out before an agent answered"
 
 
 @dataclass(frozen=True)
@@ -161,3 +174,46 @@ def observe(state: SupervisorState, handoff: HandoffResult | dict[str, Any]) -> 
         steps=state.steps + 1,
         handoffs=(*state.handoffs, data),
     )
+
+
+def max_steps(run_max_steps: int | None, tree_max_steps: int | None) -> int:
+    """The child turns a run may take: the AgentRun's ``maxSteps``, else the tree's, else 10."""
+    return run_max_steps or tree_max_steps or DEFAULT_MAX_STEPS
+
+
+def budget_exceeded(tokens: int, tool_calls: int, budgets: Mapping[str, Any] | None) -> str | None:
+    """Which budget (an AgentRun's ``spec.budgets``, camelCase keys) the run's totals are above, or None.
+
+    A budget is exceeded when the total is ABOVE it: ``maxToolCalls: 1`` allows one call.
+    """
+    budgets = budgets or {}
+    if budgets.get("maxTokens") and tokens > budgets["maxTokens"]:
+        return f"token budget exceeded: {tokens} tokens used, budgets.maxTokens is {budgets['maxTokens']}"
+    if budgets.get("maxToolCalls") and tool_calls > budgets["maxToolCalls"]:
+        return f"tool call budget exceeded: {tool_calls} calls, budgets.maxToolCalls is {budgets['maxToolCalls']}"
+    return None
+
+
+def over_budget(
+    state: SupervisorState, tokens: int, tool_calls: int, budgets: Mapping[str, Any] | None
+) -> Finish | None:
+    """After a turn: the run fails when a budget is exceeded and it would route to another child.
+
+    An ``ok`` handoff (or the end of the route) still finishes the run as :func:`decide` says: the work
+    that was paid for is not thrown away. ``tokens`` and ``tool_calls`` are the run's totals so far.
+    """
+    if not state.handoffs:
+        return None
+    reason = budget_exceeded(tokens, tool_calls, budgets)
+    if reason is None or not isinstance(decide(state), Route):
+        return None
+    last = state.handoffs[-1]
+    return Finish("failed", reason, last["from_agent"], dict(last.get("payload") or {}))
+
+
+def deadline_reached(now: float, deadline: float | None, state: SupervisorState) -> Finish | None:
+    """Before a turn: the run fails once ``now`` reaches ``deadline`` (same clock, seconds; None: never)."""
+    if deadline is None or now < deadline:
+        return None
+    last = state.handoffs[-1] if state.handoffs else {}
+    return Finish("failed", TIMED_OUT, last.get("from_agent"), {})

@@ -1,14 +1,9 @@
-"""Model providers: how an agent with ``model:`` in its spec gets its behaviour."""
+"""Model providers: how an agent with ``model:`` in its spec runs.
 
-from __future__ import annotations
+- :mod:`.openai_chat`: the model agent's loop, a pure state machine (both executors drive it);
+  :mod:`.replies` and :mod:`.routing` are its pure helpers (final replies, a supervisor's routing).
+- :mod:`.openai_client`: the OpenAI-compatible HTTP client and the API key / endpoint of an agent.
+- :mod:`.embedded`: the in-process behaviour of a model agent (the loop with direct calls).
 
-from typing import Any
-
-from agent_tree.spec import AgentSpec
-
-
-def model_behaviour(agent: AgentSpec) -> Any:
-    """The behaviour of a model-backed agent (OpenAI-compatible Chat Completions)."""
-    from agent_tree.providers.openai_chat import make_behaviour
-
-    return make_behaviour(agent)
+This package imports none of them, so the workflow sandbox loads only the pure loop.
+"""

@@ -1,4 +1,4 @@
-"""The model agent loop (agent_tree.providers.openai_chat): pure state machine and configuration."""
+"""The model agent loop (agent_tree.providers.openai_chat): pure state machine; routing and the client's configuration."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import pytest
 
 from agent_tree.providers import openai_chat as chat
+from agent_tree.providers import openai_client, routing
 from agent_tree.spec import AgentSpec
 
 SCHEMA = {
@@ -110,9 +111,9 @@ def test_tool_message_content() -> None:
 
 
 def test_router_plan_from_transfer_calls() -> None:
-    tools = chat.router_tools([("billing", "Invoices."), ("research", "")])
+    tools = routing.router_tools([("billing", "Invoices."), ("research", "")])
     assert [t["function"]["name"] for t in tools] == ["transfer_to_billing", "transfer_to_research"]
-    plan = chat.plan_from_response(
+    plan = routing.plan_from_response(
         ["billing", "research"],
         reply(
             "Invoice question.",
@@ -120,14 +121,14 @@ def test_router_plan_from_transfer_calls() -> None:
         ),
     )
     assert plan == {"route": ["research"], "reason": "Invoice question."}
-    assert chat.plan_from_response(["a"], reply("hmm"))["route"] == []
+    assert routing.plan_from_response(["a"], reply("hmm"))["route"] == []
 
 
 def test_parameters_from_signature() -> None:
     def tool(invoice_id: str, amount: float, flags: list[str] | None = None, **extra) -> dict:
         return {}
 
-    params = chat.parameters_from_signature(tool)
+    params = openai_client.parameters_from_signature(tool)
     assert params["properties"]["invoice_id"] == {"type": "string"}
     assert params["properties"]["amount"] == {"type": "number"}
     assert params["required"] == ["invoice_id", "amount"] and params["additionalProperties"] is True
@@ -137,19 +138,19 @@ def test_api_key_resolution_order(tmp_path) -> None:
     spec = AgentSpec.model_validate(
         {"name": "invoice-specialist", "model": {"name": "m", "apiKeySecretRef": {"name": "llm", "key": "token"}}}
     )
-    assert chat.env_key_name("invoice-specialist") == "AGENT_TREE_MODEL_API_KEY_INVOICE_SPECIALIST"
+    assert openai_client.env_key_name("invoice-specialist") == "AGENT_TREE_MODEL_API_KEY_INVOICE_SPECIALIST"
     env = {
         "AGENT_TREE_MODEL_API_KEY_INVOICE_SPECIALIST": "own",
         "AGENT_TREE_MODEL_API_KEY": "shared",
         "AGENT_TREE_SECRETS_DIR": str(tmp_path),
     }
-    assert chat.api_key(spec, env) == "own"
+    assert openai_client.api_key(spec, env) == "own"
     (tmp_path / "llm").mkdir()
     (tmp_path / "llm" / "token").write_text("from-secret\n")
     del env["AGENT_TREE_MODEL_API_KEY_INVOICE_SPECIALIST"]
-    assert chat.api_key(spec, env) == "from-secret"
+    assert openai_client.api_key(spec, env) == "from-secret"
     (tmp_path / "llm" / "token").unlink()
-    assert chat.api_key(spec, env) == "shared"
-    with pytest.raises(chat.ModelConfigError, match="AGENT_TREE_MODEL_API_KEY_INVOICE_SPECIALIST"):
-        chat.api_key(spec, {})
-    assert chat.base_url(spec, {"AGENT_TREE_MODEL_BASE_URL": "http://x/v1"}) == "http://x/v1"
+    assert openai_client.api_key(spec, env) == "shared"
+    with pytest.raises(openai_client.ModelConfigError, match="AGENT_TREE_MODEL_API_KEY_INVOICE_SPECIALIST"):
+        openai_client.api_key(spec, {})
+    assert openai_client.base_url(spec, {"AGENT_TREE_MODEL_BASE_URL": "http://x/v1"}) == "http://x/v1"

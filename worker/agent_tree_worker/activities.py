@@ -22,13 +22,13 @@ from temporalio.exceptions import ApplicationError
 
 from agent_tree import registry, usage
 from agent_tree.compiler import CompiledTree, CompileError, compile_tree
-from agent_tree.context import run_turn
 from agent_tree.events import event_hooks
 from agent_tree.models import HandoffResult, ToolResult
 from agent_tree.node import AgentNode, error_message, maybe_await
 from agent_tree.orchestrator import plan_thought, plan_with_usage
-from agent_tree.providers import openai_chat as chat
+from agent_tree.providers import embedded, openai_client, replies, routing
 from agent_tree.spec import AgentSpec, AgentTreeSpec
+from agent_tree.turns import run_turn
 from agent_tree_worker import inputs as t
 from agent_tree_worker import metrics, payloads
 from agent_tree_worker.store import HistoryStore
@@ -223,7 +223,7 @@ class Activities:
         spec = AgentTreeSpec.model_validate(inp.spec)
         if inp.agent is not None:
             agent = spec.agent(inp.agent)
-            planner = chat.make_router(agent, [(c, spec.agent(c).description) for c in agent.children])
+            planner = embedded.make_router(agent, [(c, spec.agent(c).description) for c in agent.children])
         else:
             try:
                 planner = registry.resolve(spec.planner)  # type: ignore[arg-type]
@@ -344,14 +344,14 @@ class Activities:
         messages = [await self._resolve_message(m) for m in inp.messages]
         try:
             if inp.router:
-                tools = chat.router_tools([(c, spec.agent(c).description) for c in agent.children])
+                tools = routing.router_tools([(c, spec.agent(c).description) for c in agent.children])
             else:
-                tools = chat.tool_definitions(agent)
+                tools = openai_client.tool_definitions(agent)
             async with heartbeating():
                 with metrics.model_call(agent.name, getattr(agent.model, "name", "") or "") as call:
-                    response = await chat.call_model(agent, messages, tools, max_retries=0)
+                    response = await openai_client.call_model(agent, messages, tools, max_retries=0)
                     call.usage = response.get("usage") or {}
-        except (chat.ModelConfigError, registry.EntrypointError) as exc:
+        except (openai_client.ModelConfigError, registry.EntrypointError) as exc:
             raise ApplicationError(str(exc), type="ModelConfigError", non_retryable=True) from None
         except Exception as exc:
             status = getattr(exc, "status_code", None)
@@ -363,7 +363,7 @@ class Activities:
                 ) from None
             raise
         if not response["tool_calls"] and not inp.router:
-            response["final"] = chat.interpret_final(agent.outputSchema, response["content"])
+            response["final"] = replies.interpret_final(agent.outputSchema, response["content"])
         if self.store is not None and payloads.json_size(response["content"]) > payloads.BLOB_THRESHOLD:
             response["content"] = await self.store.put_blob(inp.run_id, response["content"])
         return response

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent_tree import naming
-from agent_tree.providers.openai_chat import env_key_name
+from agent_tree.providers.openai_client import env_key_name
 from agent_tree.spec import AgentTreeSpec, EnvVar, WorkerSpec
 from agent_tree_operator.config import OperatorConfig
 
