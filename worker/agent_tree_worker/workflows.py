@@ -40,6 +40,10 @@ RECORD_BEFORE_TURN = "record-steps-before-child-turn"
 # and tokens in the handoff traces. It changes ords (child workflow ids) and budget decisions, so
 # histories of runs started before it replay with the old counting.
 COUNT_NESTED_USAGE = "count-nested-and-routing-usage"
+# Patch id of engine v2: an agent's turn runs inside the run's workflow, its activities dispatched on
+# that agent's task queue, instead of as a child AgentWorkflow. Runs started by engine v1 replay (and
+# go on) with child workflows; see docs/durable-runs.md, "Changing workflow code".
+ONE_WORKFLOW_PER_RUN = "one-workflow-per-run"
 
 
 def _cause(exc: BaseException) -> str:
@@ -107,9 +111,19 @@ class Executor:
     """What both workflows share: child turns on the children's queues, model and tool activities."""
 
     def __init__(
-        self, run_id: str, namespace: str, tree: str, spec: dict[str, Any], deadline: float, rec: Recorder
+        self,
+        run_id: str,
+        namespace: str,
+        tree: str,
+        spec: dict[str, Any],
+        deadline: float,
+        rec: Recorder,
+        queue: str | None = None,
     ) -> None:
         self.run_id = run_id
+        # The task queue of the agent whose work this executor dispatches (None: this workflow's own):
+        # an agent's activities run only on its own Deployment's workers.
+        self.queue = queue
         self.namespace = namespace
         self.tree = tree
         self.spec = spec
@@ -206,7 +220,7 @@ class Executor:
         to_agent: str = "supervisor",
         as_tool: bool = False,
     ) -> dict[str, Any]:
-        """Run ``agent``'s turn as an AgentWorkflow on its own task queue; returns its handoff."""
+        """Run ``agent``'s turn, its activities on that agent's own task queue; returns its handoff."""
         ord_ = self.rec.next_ord()
         steps = self.rec.take()
         if steps and workflow.patched(RECORD_BEFORE_TURN):
@@ -232,6 +246,8 @@ class Executor:
             deadline=self.deadline,
             steps=steps,
         )
+        if workflow.patched(ONE_WORKFLOW_PER_RUN):
+            return await self.inline_turn(turn)
         try:
             result = await workflow.execute_child_workflow(
                 AgentWorkflow.run,
@@ -247,6 +263,21 @@ class Executor:
             return _failed(agent, to_agent, f"the turn of agent {agent!r} did not complete: {_cause(exc)}")
         self.rec.pending.extend(result.steps)
         return result.handoff
+
+    async def inline_turn(self, turn: t.TurnInput) -> dict[str, Any]:
+        """Engine v2: the turn in this workflow, numbered and recorded exactly as a v1 child turn."""
+        sub = Executor(
+            self.run_id,
+            self.namespace,
+            self.tree,
+            self.spec,
+            self.deadline,
+            Recorder(turn.ord, turn.steps),
+            queue=naming.task_queue(self.namespace, self.tree, turn.agent),
+        )
+        handoff = await guarded_turn(sub, turn)
+        self.rec.pending.extend(sub.rec.take())
+        return handoff
 
     # --- activities ----------------------------------------------------------------------------
 
@@ -271,6 +302,7 @@ class Executor:
             return await workflow.execute_activity(
                 t.PLAN,
                 t.PlanInput(self.run_id, self.spec, user_input, steps, agent),
+                task_queue=self.queue,
                 start_to_close_timeout=timedelta(seconds=150),
                 schedule_to_close_timeout=self.remaining(),
                 retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10)),
@@ -301,7 +333,11 @@ class Executor:
                     quiet=turn.as_tool,
                     steps=steps,
                 ),
+                task_queue=self.queue,
                 start_to_close_timeout=self.remaining(),
+                # Engine v2: a turn queued on an agent with no workers gives up at the run's deadline
+                # (v1's child workflow had that as its execution timeout).
+                schedule_to_close_timeout=self.remaining(),
                 heartbeat_timeout=HEARTBEAT,
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(seconds=0.5), maximum_interval=timedelta(seconds=5)
@@ -327,6 +363,7 @@ class Executor:
                     response = await workflow.execute_activity(
                         t.MODEL_CALL,
                         t.ModelCallInput(self.run_id, self.spec, turn.agent, list(state.messages), False, steps),
+                        task_queue=self.queue,
                         start_to_close_timeout=timedelta(seconds=150),
                         schedule_to_close_timeout=self.remaining(),
                         retry_policy=RetryPolicy(maximum_attempts=4, maximum_interval=timedelta(seconds=10)),
@@ -393,6 +430,7 @@ class Executor:
                 t.ToolCallInput(
                     self.run_id, self.spec, agent["name"], call.name, call.args, ord_start, ord_end, quiet, steps
                 ),
+                task_queue=self.queue,
                 start_to_close_timeout=timedelta(seconds=int(spec.get("timeoutSeconds") or 60) + 15),
                 schedule_to_close_timeout=self.remaining(),
                 heartbeat_timeout=HEARTBEAT,
@@ -589,40 +627,45 @@ class AgentWorkflow:
             turn.deadline or workflow.now().timestamp() + 3600,
             Recorder(turn.ord, turn.steps),
         )
-        try:
-            handoff = await self._turn(ex, turn)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            workflow.logger.exception("turn of %s failed", turn.agent)
-            handoff = _failed(turn.agent, turn.to_agent, f"internal error in the turn of {turn.agent!r}: {exc}")
+        handoff = await guarded_turn(ex, turn)
         return t.TurnResult(handoff, ex.rec.take())
 
-    async def _turn(self, ex: Executor, turn: t.TurnInput) -> dict[str, Any]:
-        agent = ex.agents.get(turn.agent)
-        if agent is None:
-            return _failed(turn.agent, turn.to_agent, f"the tree has no agent {turn.agent!r}")
-        if agent.get("entrypoint"):
-            return await ex.python_turn(turn)
-        if agent.get("children"):
-            plan = None
-            if agent.get("model"):
-                plan = await ex.plan(turn.input, turn.agent)
-            state, decision = await ex.supervise(turn.agent, turn.input, dict(turn.context), plan, turn.max_steps)
-            status = "ok" if decision.status == "completed" else "failed"
-            # The children's tool calls and tokens (and the routing call's) are this turn's too.
-            traces = usage.supervisor_traces(state.handoffs, ex.tokens) if ex.counting() else _traces()
-            return {
-                "from_agent": turn.agent,
-                "to_agent": turn.to_agent,
-                "status": status,
-                "summary": decision.answer,
-                "payload": decision.payload,
-                "artifacts": [],
-                "traces": traces,
-            }
+
+async def run_turn(ex: Executor, turn: t.TurnInput) -> dict[str, Any]:
+    """One turn of one agent: a Python turn, a nested supervisor's loop, or a model agent's chat loop."""
+    agent = ex.agents.get(turn.agent)
+    if agent is None:
+        return _failed(turn.agent, turn.to_agent, f"the tree has no agent {turn.agent!r}")
+    if agent.get("entrypoint"):
+        return await ex.python_turn(turn)
+    if agent.get("children"):
+        plan = None
         if agent.get("model"):
-            return await ex.chat(turn)
-        return _failed(
-            turn.agent, turn.to_agent, f"agent {turn.agent!r} has no behaviour: set an entrypoint or a model"
-        )
+            plan = await ex.plan(turn.input, turn.agent)
+        state, decision = await ex.supervise(turn.agent, turn.input, dict(turn.context), plan, turn.max_steps)
+        status = "ok" if decision.status == "completed" else "failed"
+        # The children's tool calls and tokens (and the routing call's) are this turn's too.
+        traces = usage.supervisor_traces(state.handoffs, ex.tokens) if ex.counting() else _traces()
+        return {
+            "from_agent": turn.agent,
+            "to_agent": turn.to_agent,
+            "status": status,
+            "summary": decision.answer,
+            "payload": decision.payload,
+            "artifacts": [],
+            "traces": traces,
+        }
+    if agent.get("model"):
+        return await ex.chat(turn)
+    return _failed(turn.agent, turn.to_agent, f"agent {turn.agent!r} has no behaviour: set an entrypoint or a model")
+
+
+async def guarded_turn(ex: Executor, turn: t.TurnInput) -> dict[str, Any]:
+    """:func:`run_turn`; a bug fails the turn (the supervisor goes on), never the workflow task."""
+    try:
+        return await run_turn(ex, turn)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        workflow.logger.exception("turn of %s failed", turn.agent)
+        return _failed(turn.agent, turn.to_agent, f"internal error in the turn of {turn.agent!r}: {exc}")
