@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from agent_tree import policy
 from agent_tree.compiler import CompileError, compile_tree
 from agent_tree.events import event_hooks, format_event
 from agent_tree.spec import AgentRunManifest, AgentTreeManifest, ManifestError, parse_manifest
@@ -64,15 +65,66 @@ def add_import_path(manifest_path: str) -> None:
         sys.path.insert(0, os.getcwd())
 
 
-async def run_embedded(tree_path: str, user_input: str | None, context: dict[str, Any], as_json: bool) -> int:
-    tree_manifest, runs = load_tree(tree_path)
+def load_run_manifests(paths: list[str]) -> tuple[AgentTreeManifest, AgentRunManifest | None]:
+    """The one AgentTree and the (at most one) AgentRun of ``paths``, in any of the files.
+
+    Raises:
+        ManifestError: naming the file and what to change.
+    """
+    trees: list[tuple[str, AgentTreeManifest]] = []
+    runs: list[tuple[str, AgentRunManifest]] = []
+    for path in paths:
+        for label, doc in load_documents(path):
+            manifest = parse_manifest(doc, label)
+            if isinstance(manifest, AgentTreeManifest):
+                trees.append((label, manifest))
+            else:
+                runs.append((label, manifest))
+    where = ", ".join(paths)
+    if len(trees) != 1:
+        found = f": {', '.join(label for label, _ in trees)}" if trees else ""
+        raise ManifestError(where, [f"expected exactly one AgentTree, found {len(trees)}{found}"])
+    if len(runs) > 1:
+        labels = ", ".join(label for label, _ in runs)
+        raise ManifestError(where, [f"expected at most one AgentRun, found {len(runs)} ({labels}); give one with -f"])
+    tree = trees[0][1]
+    if not runs:
+        return tree, None
+    label, run = runs[0]
+    if run.spec.treeRef.name != tree.metadata.name:
+        raise ManifestError(
+            label,
+            [
+                f"spec.treeRef.name is {run.spec.treeRef.name!r} but the AgentTree ({trees[0][0]}) is "
+                f"{tree.metadata.name!r}: set spec.treeRef.name: {tree.metadata.name}"
+            ],
+        )
+    return tree, run
+
+
+async def run_embedded(paths: str | list[str], user_input: str | None, context: dict[str, Any], as_json: bool) -> int:
+    """Run a tree in-process; an AgentRun among ``paths`` gives the input, context and limits.
+
+    The AgentRun's ``maxSteps``, ``timeoutSeconds`` and ``budgets`` bound the run with the same
+    decisions as a durable run (:mod:`agent_tree.policy`); ``--input`` replaces its ``spec.input``.
+    """
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    tree_manifest, run = load_run_manifests(paths)
+    limits: dict[str, Any] = {}
+    if run is not None:
+        context = {**run.spec.context, **context}
+        limits = {
+            "max_steps": policy.max_steps(run.spec.maxSteps, tree_manifest.spec.maxSteps),
+            "timeout_seconds": run.spec.timeoutSeconds,
+            "budgets": run.spec.budgets.model_dump(exclude_none=True) if run.spec.budgets else None,
+        }
+        if user_input is None:
+            user_input = run.spec.input
     if user_input is None:
-        if not runs:
-            print(f"error: --input is required ({tree_path} holds no AgentRun)", file=sys.stderr)
-            return 2
-        user_input = runs[0].spec.input
-        context = {**runs[0].spec.context, **context}
-    add_import_path(tree_path)
+        print(f"error: --input is required ({', '.join(paths)} holds no AgentRun)", file=sys.stderr)
+        return 2
+    for path in paths:
+        add_import_path(path)
     compiled = compile_tree(tree_manifest.spec, name=tree_manifest.metadata.name)
     events: list[dict[str, Any]] = []
 
@@ -81,7 +133,7 @@ async def run_embedded(tree_path: str, user_input: str | None, context: dict[str
         if not as_json:
             print(format_event(event), flush=True)
 
-    result = await compiled.orchestrator(hooks=event_hooks(sink)).run(user_input, context)
+    result = await compiled.orchestrator(hooks=event_hooks(sink), **limits).run(user_input, context)
     if as_json:
         print(json.dumps({"result": result.model_dump(mode="json"), "events": events}, indent=2, default=str))
     else:
@@ -154,8 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a tree in-process (embedded mode) and stream its events")
-    run.add_argument("-f", "--file", required=True, help="AgentTree manifest (may also hold an AgentRun)")
-    run.add_argument("-i", "--input", help="the request (default: the AgentRun's spec.input in the file)")
+    run.add_argument(
+        "-f",
+        "--file",
+        action="append",
+        required=True,
+        help="the AgentTree manifest; repeat for an AgentRun manifest (its input, context, maxSteps, "
+        "timeoutSeconds and budgets apply); one file may hold both",
+    )
+    run.add_argument("-i", "--input", help="the request (default: the AgentRun's spec.input)")
     run.add_argument("-c", "--context", action="append", metavar="KEY=VALUE", help="initial context entries")
     run.add_argument("--json", action="store_true", help="print the result and events as JSON")
     run.set_defaults(func=cmd_run)

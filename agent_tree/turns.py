@@ -194,8 +194,12 @@ async def supervise(
 
 
 async def _bounded_turn(child: Agent, turn: Any, deadline: float | None) -> HandoffResult:
-    """``turn``, stopped when the deadline passes (as the durable executor's turn timeout does)."""
-    if deadline is None:
+    """``turn``, stopped when the deadline passes (as the durable executor's turn timeout does).
+
+    A nested supervisor is not stopped from outside: it bounds its own children's turns and ends
+    with the policy's timeout answer itself.
+    """
+    if deadline is None or (child.behaviour is None and child.children):
         return await turn
     try:
         return await asyncio.wait_for(turn, max(MIN_TURN_SECONDS, deadline - clock()))

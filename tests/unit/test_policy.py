@@ -96,3 +96,66 @@ def test_state_round_trips_through_json_dicts():
 def test_decisions_are_deterministic():
     replies = {"a": handoff("a", "needs_more_info", payload={"p": 1}), "b": handoff("b", "ok")}
     assert run(["a", "b"], replies)[:2] == run(["a", "b"], replies)[:2]
+
+
+# --- the run's other stops: budgets, deadline, maxSteps (both executors call these) ---------------
+
+
+def test_budget_exceeded_names_the_budget_in_the_durable_words():
+    assert policy.budget_exceeded(100, 1, {"maxTokens": 100, "maxToolCalls": 1}) is None  # at the budget is fine
+    assert (
+        policy.budget_exceeded(101, 0, {"maxTokens": 100})
+        == "token budget exceeded: 101 tokens used, budgets.maxTokens is 100"
+    )
+    assert (
+        policy.budget_exceeded(0, 2, {"maxToolCalls": 1})
+        == "tool call budget exceeded: 2 calls, budgets.maxToolCalls is 1"
+    )
+    # Tokens are checked first, as the durable executor always did.
+    assert policy.budget_exceeded(5, 5, {"maxTokens": 1, "maxToolCalls": 1}).startswith("token budget")
+    assert policy.budget_exceeded(10**6, 10**6, None) is None
+    assert policy.budget_exceeded(10**6, 10**6, {}) is None
+
+
+def test_every_budget_of_the_agentrun_spec_is_enforced():
+    """A budget added to spec.Budgets must be decided here too (else a run would silently ignore it)."""
+    from agent_tree.spec import Budgets
+
+    for name in Budgets.model_fields:
+        reason = policy.budget_exceeded(2, 2, {name: 1})
+        assert reason is not None and f"budgets.{name} is 1" in reason, name
+
+
+def test_over_budget_fails_the_run_only_when_it_would_route_again():
+    state = policy.start(["a", "b"], 10)
+    assert policy.over_budget(state, 10**6, 10**6, {"maxTokens": 1}) is None  # no turn yet
+    failed = policy.observe(state, handoff("a", "failed", "no", {"k": 1}))
+    assert policy.over_budget(failed, 500, 0, {"maxTokens": 100}) == policy.Finish(
+        "failed", "token budget exceeded: 500 tokens used, budgets.maxTokens is 100", "a", {"k": 1}
+    )
+    assert policy.over_budget(failed, 100, 0, {"maxTokens": 100}) is None
+    # An answer that cost too much is still the answer: decide() finishes the run.
+    answered = policy.observe(state, handoff("a", "ok", "yes"))
+    assert policy.over_budget(answered, 500, 0, {"maxTokens": 100}) is None
+    # The last child failed: the run ends as decide() says, not with a budget message.
+    last = policy.observe(policy.start(["a"], 10), handoff("a", "failed"))
+    assert policy.over_budget(last, 500, 0, {"maxTokens": 100}) is None
+
+
+def test_deadline_reached_before_a_turn():
+    state = policy.start(["a", "b"], 10)
+    assert policy.deadline_reached(99.9, 100.0, state) is None
+    assert policy.deadline_reached(10**9, None, state) is None
+    assert policy.deadline_reached(100.0, 100.0, state) == policy.Finish(
+        "failed", "the run timed out before an agent answered", None, {}
+    )
+    after = policy.observe(state, handoff("a", "failed", payload={"k": 1}))
+    assert policy.deadline_reached(101.0, 100.0, after) == policy.Finish(
+        "failed", "the run timed out before an agent answered", "a", {}
+    )
+
+
+def test_max_steps_of_a_run():
+    assert policy.max_steps(3, 7) == 3
+    assert policy.max_steps(None, 7) == 7
+    assert policy.max_steps(None, None) == policy.DEFAULT_MAX_STEPS == 10
