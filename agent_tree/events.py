@@ -1,9 +1,9 @@
 """Run events: one flat, JSON-ready record per hook call.
 
 The CLI prints them, the durable runtime stores them in PostgreSQL and publishes them to Redis,
-and tests compare embedded and durable runs by their event sequences. Keep the vocabulary small:
-
-``agent_start``, ``agent_end``, ``handoff``, ``tool_start``, ``tool_end``, ``reasoning``.
+and tests compare embedded and durable runs by their event sequences. The vocabulary is the
+contract's (:mod:`agent_tree.contract`, ``HOOK_STEP_TYPES``): ``agent_start``, ``agent_end``, ``handoff``,
+``tool_start``, ``tool_end``, ``reasoning`` (the durable executors add ``model_usage``).
 """
 
 from __future__ import annotations
@@ -12,10 +12,19 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from agent_tree.contract import (
+    AGENT_END,
+    AGENT_START,
+    HANDOFF,
+    HOOK_STEP_TYPES,
+    REASONING,
+    TOOL_END,
+    TOOL_START,
+)
 from agent_tree.hooks import OrchestratorHooks
 from agent_tree.models import HandoffResult, SupervisorResult, ToolResult
 
-EVENT_TYPES = ("agent_start", "agent_end", "handoff", "tool_start", "tool_end", "reasoning")
+EVENT_TYPES = HOOK_STEP_TYPES
 
 Sink = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -33,15 +42,15 @@ def event_hooks(sink: Sink) -> OrchestratorHooks:
     """OrchestratorHooks that turn every hook call into an event dict passed to ``sink``."""
 
     async def node_start(node: Any, input: str) -> None:
-        await sink({"type": "agent_start", "agent": node.name, "input": input})
+        await sink({"type": AGENT_START, "agent": node.name, "input": input})
 
     async def node_end(node: Any, result: HandoffResult | SupervisorResult) -> None:
-        await sink({"type": "agent_end", "agent": node.name, "status": result.status, "summary": _summary(result)})
+        await sink({"type": AGENT_END, "agent": node.name, "status": result.status, "summary": _summary(result)})
 
     async def handoff(result: HandoffResult) -> None:
         await sink(
             {
-                "type": "handoff",
+                "type": HANDOFF,
                 "agent": result.from_agent,
                 "to_agent": result.to_agent,
                 "status": result.status,
@@ -51,12 +60,12 @@ def event_hooks(sink: Sink) -> OrchestratorHooks:
         )
 
     async def tool_start(tool_name: str, args: dict[str, Any]) -> None:
-        await sink({"type": "tool_start", "tool": tool_name, "args": args})
+        await sink({"type": TOOL_START, "tool": tool_name, "args": args})
 
     async def tool_end(tool_name: str, result: ToolResult) -> None:
         await sink(
             {
-                "type": "tool_end",
+                "type": TOOL_END,
                 "tool": tool_name,
                 "status": result.status,
                 "output": result.output,
@@ -65,7 +74,7 @@ def event_hooks(sink: Sink) -> OrchestratorHooks:
         )
 
     async def reasoning(agent_name: str, thought: str) -> None:
-        await sink({"type": "reasoning", "agent": agent_name, "thought": thought})
+        await sink({"type": REASONING, "agent": agent_name, "thought": thought})
 
     return OrchestratorHooks(node_start, node_end, handoff, tool_start, tool_end, reasoning)
 
@@ -78,18 +87,18 @@ def format_event(event: dict[str, Any]) -> str:
     """A readable one-line rendering of an event, for terminals and logs."""
     kind = event.get("type")
     agent = event.get("agent", "")
-    if kind == "agent_start":
+    if kind == AGENT_START:
         return f"> {agent} started: {preview(event.get('input', ''), 120)}"
-    if kind == "agent_end":
+    if kind == AGENT_END:
         return f"< {agent} ended [{event.get('status')}]: {event.get('summary', '')}"
-    if kind == "handoff":
+    if kind == HANDOFF:
         return f"~ handoff {agent} -> {event.get('to_agent')} [{event.get('status')}]: {event.get('summary', '')}"
-    if kind == "tool_start":
+    if kind == TOOL_START:
         return f"  * tool {event.get('tool')}({preview(event.get('args', {}), 160)})"
-    if kind == "tool_end":
+    if kind == TOOL_END:
         if event.get("status") == "error":
             return f"  ! tool {event.get('tool')} failed: {event.get('error')}"
         return f"  = tool {event.get('tool')} -> {preview(event.get('output'), 160)}"
-    if kind == "reasoning":
+    if kind == REASONING:
         return f"  . {agent} thinks: {event.get('thought', '')}"
     return preview(event)

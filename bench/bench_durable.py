@@ -134,17 +134,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     sys.path[:0] = [str(HERE), str(REPO / "worker"), str(REPO), str(REPO / "tests" / "integration")]
     import bench_durable as mod  # the module the sandbox and the entrypoints import
     from agent_tree_worker.activities import Activities
-    from agent_tree_worker.client import run_input, start_run
     from agent_tree_worker.config import WorkerConfig
     from agent_tree_worker.main import build_worker
     from agent_tree_worker.store import HistoryStore
     from agent_tree_worker.stream import StepStream
     from services import Postgres, Redis, Temporal
-    from temporalio.client import Client
     from temporalio.worker import Worker
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
     from agent_tree import naming
+    from agent_tree.contract import run_input
+    from agent_tree.contract.temporal import connect, start_run
     from agent_tree.spec import AgentTreeSpec
 
     root = Path(tempfile.mkdtemp(prefix="bench-durable-"))
@@ -163,7 +163,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         started.append(Redis(root / "redis").start())
         redis_url = started[-1].url
     try:
-        client = await Client.connect(address)
+        client = await connect(address)
         spec = AgentTreeSpec.model_validate(TREE)
         results: dict[str, Any] = {"runs": args.runs, "concurrency": args.concurrency, "sequential": args.sequential}
 

@@ -323,11 +323,12 @@ async def bare_batches(address: str, runs: int, batches: int, sequential: int, f
     """Bare workflows ``runs`` at once, ``batches`` times: ``flat`` = BareFlatRun, else BareRun (child workflows)."""
     sys.path.insert(0, str(HERE))
     import bench_platform as mod  # the module the workflow sandbox imports
-    from temporalio.client import Client
     from temporalio.worker import Worker
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-    client = await Client.connect(address)
+    from agent_tree.contract.temporal import connect
+
+    client = await connect(address)
     prefix = f"bench-bare-{uuid.uuid4().hex[:6]}"
     root, turns = f"{prefix}.root", [f"{prefix}.agent{i}" for i in range(TURNS)]
     runner = SandboxedWorkflowRunner(
@@ -399,9 +400,9 @@ def status_patches(platform: Any, namespace: str, names: list[str]) -> dict[str,
 
 
 async def terminate(address: str, workflow_ids: list[str]) -> None:
-    from temporalio.client import Client
+    from agent_tree.contract.temporal import connect
 
-    client = await Client.connect(address)
+    client = await connect(address)
     for wid in workflow_ids:
         try:
             await client.get_workflow_handle(wid).terminate("bench cleanup")

@@ -38,12 +38,9 @@ from temporalio.client import Client, WorkflowHandle  # noqa: E402
 
 from agent_tree import naming  # noqa: E402
 from agent_tree.cli import load_tree  # noqa: E402
+from agent_tree.contract import run_input  # noqa: E402
+from agent_tree.contract.temporal import connect, start_run  # noqa: E402
 from agent_tree.spec import AgentTreeSpec  # noqa: E402
-
-try:  # the contract's one start_run (engine v2), else the v1 worker client
-    from agent_tree.contract import run_input, start_run
-except ImportError:  # pragma: no cover - older engines
-    from agent_tree_worker.client import run_input, start_run
 
 
 async def histories(client: Client, workflow_id: str) -> list[tuple[str, Any]]:
@@ -126,7 +123,7 @@ async def main(out: Path) -> None:
         store = HistoryStore(pg.url)
         await store.migrate()
         await store.close()
-        client = await Client.connect(temporal.address)
+        client = await connect(temporal.address)
         tree, _ = load_tree(str(REPO / "examples" / "invoice" / "agenttree.yaml"))
         await run_and_record(client, out, "invoice", tree.spec, "invoice", "Why was invoice #4821 rejected?", urls)
 

@@ -25,16 +25,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from agent_tree_worker.client import RunInputError, run_input
 
 from agent_tree import naming
+from agent_tree.contract import RunInputError, run_input, spec_revision
 from agent_tree_operator import metrics
 from agent_tree_operator.adapters.stream import Subscription, step_event
 from agent_tree_operator.adapters.temporal import Outcome
 from agent_tree_operator.handlers.context import OperatorContext
 from agent_tree_operator.reconcile.conditions import now_iso, parse_iso
 from agent_tree_operator.reconcile.runs import Coalescer, K8sEvent, LiveRun, check_tree, status_patch
-from agent_tree_operator.reconcile.trees import plain, spec_revision
+from agent_tree_operator.reconcile.trees import plain
 
 CANCEL_ANNOTATION = "agenttree.io/cancel"
 IDLE_TICK = 1.0  # how often an idle follower re-checks the cancel annotation and its deadline
@@ -168,9 +168,7 @@ class RunFollower:
         with metrics.reconcile_timer(KIND):
             # Pre-warm: a root agent scaled to zero gets a worker now, not at the next backlog poll.
             await self.ctx.autoscaler.prewarm(self.namespace, tree_name, spec.root)
-            await self._retrying(
-                "start the workflow", lambda: self.ctx.temporal.start_run(self.workflow_id, queue, run)
-            )
+            await self._retrying("start the workflow", lambda: self.ctx.temporal.start_run(run))
         metrics.RUNS_STARTED.inc()
         metrics.RECONCILES.labels(KIND, "started").inc()
         self.live.running(self.workflow_id, revision, spec.root, now_iso())

@@ -19,8 +19,9 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from platformlib import FAKE_NODE, REPO, Platform, procs, wait_for
 from temporalio import activity, workflow
-from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from agent_tree.contract.temporal import connect
 
 pytestmark = pytest.mark.e2e
 
@@ -245,7 +246,7 @@ class ShoutWorkflow:
 
 
 async def test_temporal_workflow_completes(platform: Platform) -> None:
-    client = await Client.connect(platform.temporal_address)
+    client = await connect(platform.temporal_address)
     queue = f"platform-test-{uuid.uuid4().hex[:8]}"
     async with Worker(client, task_queue=queue, workflows=[ShoutWorkflow], activities=[shout],
                       workflow_runner=UnsandboxedWorkflowRunner()):  # fmt: skip

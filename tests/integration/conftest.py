@@ -21,6 +21,8 @@ from fake_openai import FakeOpenAI
 from services import Postgres, Redis, Temporal
 from temporalio.client import Client
 
+from agent_tree.contract.temporal import connect
+
 
 def _env(*names: str) -> str | None:
     return next((os.environ[n] for n in names if os.environ.get(n)), None)
@@ -82,7 +84,7 @@ def private_redis(tmp_path: Path) -> Iterator[Redis]:
 
 @pytest.fixture(scope="session")
 async def client(temporal_address: str) -> Client:
-    return await Client.connect(temporal_address)
+    return await connect(temporal_address)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from agent_tree_worker.activities import Activities
-from agent_tree_worker.client import run_input, start_run
 from agent_tree_worker.config import WorkerConfig
 from agent_tree_worker.main import build_worker
 from agent_tree_worker.store import HistoryStore
@@ -25,6 +24,8 @@ from temporalio.client import Client
 
 from agent_tree import naming
 from agent_tree.compiler import compile_tree
+from agent_tree.contract import run_input
+from agent_tree.contract.temporal import start_run
 from agent_tree.events import event_hooks
 from agent_tree.spec import AgentTreeSpec
 

@@ -8,7 +8,6 @@ import asyncio
 import uuid
 
 import pytest
-from agent_tree_worker.client import RunInputError, run_input, start_run
 from agent_tree_worker.store import HistoryStore
 from durable_support import in_process_workers, run_durable, tree_spec, unique
 from fake_openai import FakeOpenAI
@@ -16,6 +15,8 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from agent_tree import naming
+from agent_tree.contract import RunInputError, run_input
+from agent_tree.contract.temporal import start_run
 
 pytestmark = pytest.mark.integration
 FIVE_MB = 5 * 1024 * 1024

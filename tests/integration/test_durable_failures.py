@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from agent_tree_worker.client import run_input, start_run
 from agent_tree_worker.store import HistoryStore
 from durable_support import (
     WorkerProcess,
@@ -24,6 +23,8 @@ from services import Postgres, Redis
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 
 from agent_tree import naming
+from agent_tree.contract import run_input
+from agent_tree.contract.temporal import start_run
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_tree_worker.client import run_input, start_run
 from agent_tree_worker.main import PASSTHROUGH
 from agent_tree_worker.store import HistoryStore
-from agent_tree_worker.stream import StepStream, decode
+from agent_tree_worker.stream import StepStream
 from agent_tree_worker.workflows import AgentRunWorkflow, AgentWorkflow
 from durable_support import EXAMPLE, WorkerProcess, unique, worker_env
 from temporalio.client import Client
@@ -24,6 +23,8 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from agent_tree import naming
 from agent_tree.cli import add_import_path, load_tree
 from agent_tree.compiler import compile_tree
+from agent_tree.contract import RUN_END, Progress, decode_step, run_input
+from agent_tree.contract.temporal import DATA_CONVERTER, run_progress, start_run
 from agent_tree.events import event_hooks
 
 pytestmark = pytest.mark.integration
@@ -62,7 +63,7 @@ async def test_invoice_durable_equals_embedded(
         assert handle.id == naming.workflow_id(namespace, "why-4821", inp.uid)
         result = await asyncio.wait_for(handle.result(), 90)
         # The operator follows runs through this query when Redis is away (needs a live root worker).
-        progress = await handle.query("progress")
+        progress = await run_progress(handle)
         # `agent-tree submit` starts the same run from the manifest, without Kubernetes.
         submitted = await asyncio.to_thread(
             cli,
@@ -91,7 +92,7 @@ async def test_invoice_durable_equals_embedded(
 
     assert submitted.returncode == 0, submitted.stderr
     assert json.loads(submitted.stdout)["answer"] == result["answer"]
-    assert progress == {"phase": "Succeeded", "currentAgent": None, "steps": 3, "tokenUsage": 0, "plan": expected.plan}
+    assert progress == Progress(phase="Succeeded", current_agent=None, steps=3, token_usage=0, plan=expected.plan)
     desc = await handle.describe()
     assert desc.task_queue == naming.task_queue(namespace, "invoice", "supervisor")
 
@@ -107,9 +108,9 @@ async def test_invoice_durable_equals_embedded(
     stream = StepStream(redis_url)
     entries = await stream.client.xrange(naming.stream_key(handle.id))
     await stream.close()
-    decoded = [decode(fields) for _, fields in entries]
-    assert [d["data"] for d in decoded if d["type"] != "run_end"] == events
-    assert decoded[-1]["type"] == "run_end" and decoded[-1]["data"]["status"] == "completed"
+    decoded = [decode_step(fields) for _, fields in entries]
+    assert [d["data"] for d in decoded if d["type"] != RUN_END] == events
+    assert decoded[-1]["type"] == RUN_END and decoded[-1]["data"]["status"] == "completed"
 
     # The CLI reads the history back, by workflow id and by NAMESPACE/NAME.
     cli_env = worker_env(temporal_address, database_url, redis_url)
@@ -126,6 +127,7 @@ async def test_invoice_durable_equals_embedded(
     history = await handle.fetch_history()
     replayer = Replayer(
         workflows=[AgentRunWorkflow, AgentWorkflow],
+        data_converter=DATA_CONVERTER,
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
         ),

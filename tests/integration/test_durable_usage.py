@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_tree_worker.client import run_input, start_run
 from agent_tree_worker.main import PASSTHROUGH
 from agent_tree_worker.store import HistoryStore
 from agent_tree_worker.workflows import COUNT_NESTED_USAGE, AgentRunWorkflow, AgentWorkflow
@@ -20,6 +19,9 @@ from fake_openai import USAGE_TREE_TOTAL, FakeOpenAI, script_usage_tree, usage_t
 from temporalio.client import Client
 from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from agent_tree.contract import Progress, run_input
+from agent_tree.contract.temporal import DATA_CONVERTER, run_progress, start_run
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +57,7 @@ def python_tree(base_url: str) -> Any:
 
 async def run_with_worker_processes(
     client: Client, spec: Any, env: dict[str, str], log_dir: Path, user_input: str
-) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+) -> tuple[Any, dict[str, Any], Progress]:
     """Start one ``agent-tree worker`` process per agent, run ``spec``; returns (handle, result, progress)."""
     namespace = unique("tok")
     workers = [WorkerProcess(namespace, "t", a.name, env, log_dir).start() for a in spec.agents]
@@ -64,7 +66,7 @@ async def run_with_worker_processes(
         inp = run_input(namespace, "t", spec, name=unique("run"), uid=uuid.uuid4().hex[:8], input=user_input)
         handle = await start_run(client, inp)
         result = await asyncio.wait_for(handle.result(), 120)
-        progress = await handle.query("progress")
+        progress = await run_progress(handle)
     finally:
         for w in workers:
             w.stop()
@@ -86,6 +88,7 @@ async def assert_replays(handle: Any) -> None:
     assert any(COUNT_NESTED_USAGE.encode() in e.SerializeToString() for e in markers), "no patch marker"
     replayer = Replayer(
         workflows=[AgentRunWorkflow, AgentWorkflow],
+        data_converter=DATA_CONVERTER,
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
         ),
@@ -110,7 +113,7 @@ async def test_nested_supervisor_agent_tool_planner_and_python_outputschema(
     # 500 (stamper, under the nested supervisor desk) + 160 (expert, stamper's tool) + 42 (planner)
     assert result["status"] == "completed", result
     assert result["final_agent"] == "desk" and result["payload"] == {"amount": 12.5}
-    assert result["token_usage"] == 702 and progress["tokenUsage"] == 702
+    assert result["token_usage"] == 702 and progress.token_usage == 702
     run = await store.get_run(handle.id)
     assert run["token_usage"] == 702
 
@@ -151,7 +154,7 @@ async def test_model_routers_and_model_agent_tool_every_call_counted_with_its_st
     assert len(calls) == 5  # desk routes, ops routes, billing twice, expert once
     total = USAGE_TREE_TOTAL
     assert result["status"] == "completed" and result["answer"] == "Invoice 7 is fine."
-    assert result["token_usage"] == total and progress["tokenUsage"] == total
+    assert result["token_usage"] == total and progress.token_usage == total
 
     steps = await store.steps(handle.id)
     usage = [(s["agent"], s["data"]["total_tokens"]) for s in steps if s["type"] == "model_usage"]

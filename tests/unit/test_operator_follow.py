@@ -16,6 +16,7 @@ from agent_tree_operator.follow import RunFollower
 from agent_tree_operator.handlers.context import OperatorContext
 
 from agent_tree import naming
+from agent_tree.contract.temporal import run_task_queue, run_workflow_id
 
 NS, NAME, UID = "team", "why-4821", "u-1"
 WID = naming.workflow_id(NS, NAME, UID)
@@ -71,8 +72,9 @@ class FakeTemporal:
         assert workflow_id == WID
         return self.existing
 
-    async def start_run(self, workflow_id, queue, run):
-        self.started.append((workflow_id, queue, run))
+    async def start_run(self, run):
+        # The id and queue the contract's start_run derives from the input (what the test checks).
+        self.started.append((run_workflow_id(run), run_task_queue(run), run))
         return object()
 
     async def handle(self, workflow_id):

@@ -22,6 +22,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from agent_tree.contract.temporal import DATA_CONVERTER
+
 HISTORIES = Path(__file__).resolve().parent / "histories"
 FILES = sorted(p for p in HISTORIES.glob("*/*/*.json") if p.name != "workflow_ids.json")
 
@@ -34,6 +36,7 @@ def load(path: Path) -> WorkflowHistory:
 def replayer(*workflows: type) -> Replayer:
     return Replayer(
         workflows=list(workflows),
+        data_converter=DATA_CONVERTER,  # the contract's: what every client and worker speaks
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH, __name__)
         ),

@@ -10,9 +10,10 @@ from agent_tree_worker import payloads
 from agent_tree_worker.cli import parse_duration
 from agent_tree_worker.config import WorkerConfig
 from agent_tree_worker.migrate import load_migrations
-from agent_tree_worker.stream import StepStream, decode, encode, ord_str, parse_ord
+from agent_tree_worker.stream import StepStream
 
 from agent_tree.cli import build_parser
+from agent_tree.contract import decode_step, encode_step, ord_str, parse_ord
 from agent_tree.settings import SettingsError
 
 
@@ -83,9 +84,9 @@ def test_stream_entries_round_trip() -> None:
         "data": {"type": "tool_end", "output": "x" * 20000},
         "ts": "2026-01-01T00:00:00+00:00",
     }
-    entry = encode(step)
+    entry = encode_step(step)
     assert entry["ord"] == "3.1.2" and parse_ord(ord_str([3, 1, 2])) == [3, 1, 2]
-    back = decode({k.encode(): v.encode() for k, v in entry.items()})
+    back = decode_step({k.encode(): v.encode() for k, v in entry.items()})
     assert back["ord"] == [3, 1, 2] and back["data"]["truncated"] is True and "output" not in back["data"]
 
 

@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 
 from agent_tree import registry, usage
 from agent_tree.compiler import CompiledTree, CompileError, compile_tree
+from agent_tree.contract import MODEL_USAGE, TOOL_END, TOOL_START
 from agent_tree.events import event_hooks
 from agent_tree.models import HandoffResult, ToolResult
 from agent_tree.node import AgentNode, error_message, maybe_await
@@ -297,7 +298,7 @@ class Activities:
             # A model agent run in-process as this agent's tool: its calls are steps of the run too.
             # Numbered under the last event (the tool_start), not with the events: a retry whose tool
             # call comes from the journal makes no model call, and must not shift later events' ords.
-            await sink({"type": "model_usage", **record}, [*inp.ord, last_event[0], next(usages)])
+            await sink({"type": MODEL_USAGE, **record}, [*inp.ord, last_event[0], next(usages)])
 
         try:
             async with heartbeating():
@@ -380,9 +381,9 @@ class Activities:
         """One tool call of a model agent, journaled like a Python agent's; writes tool_start/tool_end."""
         start = {
             "ord": inp.ord_start,
-            "type": "tool_start",
+            "type": TOOL_START,
             "agent": inp.agent,
-            "data": {"type": "tool_start", "tool": inp.tool, "args": inp.args},
+            "data": {"type": TOOL_START, "tool": inp.tool, "args": inp.args},
             "ts": _now(),
         }
         await self.write(inp.run_id, inp.steps if inp.quiet else [*inp.steps, start])
@@ -415,11 +416,11 @@ class Activities:
         if not inp.quiet:
             end = {
                 "ord": inp.ord_end,
-                "type": "tool_end",
+                "type": TOOL_END,
                 "agent": inp.agent,
                 "ts": _now(),
                 "data": {
-                    "type": "tool_end",
+                    "type": TOOL_END,
                     "tool": inp.tool,
                     "status": result["status"],
                     "output": result.get("output"),

@@ -141,10 +141,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     import uuid
 
-    from temporalio.client import Client
-
     from agent_tree.cli import load_tree
-    from agent_tree_worker.client import RunInputError, run_input, start_run
+    from agent_tree.contract import RunInputError, run_input
+    from agent_tree.contract.temporal import connect, run_result, start_run
 
     tree, runs = load_tree(args.file)
     text = args.input if args.input is not None else (runs[0].spec.input if runs else None)
@@ -174,7 +173,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             return 2
         try:
             client = await asyncio.wait_for(
-                Client.connect(settings.temporal_address, namespace=settings.temporal_namespace),
+                connect(settings.temporal_address, settings.temporal_namespace),
                 TEMPORAL_CONNECT_SECONDS,
             )
         except TimeoutError:
@@ -189,9 +188,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if not args.wait:
             print(handle.id)
             return 0
-        result = await handle.result()
-        print(json.dumps(result, indent=2, default=str))
-        return 0 if result.get("status") == "completed" else 1
+        result = await run_result(handle)
+        print(json.dumps(result.model_dump(mode="json"), indent=2))
+        return 0 if result.status == "completed" else 1
 
     with _using(settings, TEMPORAL):
         return asyncio.run(go())

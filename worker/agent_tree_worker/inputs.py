@@ -1,6 +1,8 @@
-"""Inputs of the workflows and activities: one dataclass each (Temporal's JSON converter carries them).
+"""Inputs of the workflows and activities: one model or dataclass each (the Pydantic data converter carries them).
 
-Kept free of heavy imports: workflow code imports this module.
+The run's input, the activity names and the step type are the contract's (:mod:`agent_tree.contract`),
+re-exported here so workflow code keeps using ``t.RunInput``, ``t.PLAN``, ... Kept free of heavy
+imports: workflow code imports this module.
 """
 
 from __future__ import annotations
@@ -8,34 +10,38 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# Activity names, so workflow code needs no import of the activity implementations.
-START_RUN = "agent_tree.start_run"
-FINISH_RUN = "agent_tree.finish_run"
-RECORD_STEPS = "agent_tree.record_steps"
-PLAN = "agent_tree.plan"
-PYTHON_TURN = "agent_tree.python_turn"
-MODEL_CALL = "agent_tree.model_call"
-TOOL_CALL = "agent_tree.tool_call"
+from agent_tree.contract import (
+    FINISH_RUN,
+    MODEL_CALL,
+    PLAN,
+    PYTHON_TURN,
+    RECORD_STEPS,
+    START_RUN,
+    TOOL_CALL,
+    RunInput,
+    Step,
+)
 
-Step = dict[str, Any]
-"""``{"ord": [int...], "type": str, "agent": str | None, "data": {event}, "ts": iso}``."""
-
-
-@dataclass
-class RunInput:
-    """Input of ``AgentRunWorkflow``: everything a run needs, including the pinned tree spec."""
-
-    namespace: str
-    tree: str
-    name: str
-    uid: str
-    spec: dict[str, Any]
-    revision: str
-    input: str
-    context: dict[str, Any] = field(default_factory=dict)
-    max_steps: int | None = None
-    timeout_seconds: int = 3600
-    budgets: dict[str, Any] | None = None
+__all__ = [
+    "FINISH_RUN",
+    "MODEL_CALL",
+    "PLAN",
+    "PYTHON_TURN",
+    "RECORD_STEPS",
+    "START_RUN",
+    "TOOL_CALL",
+    "FinishRunInput",
+    "ModelCallInput",
+    "PlanInput",
+    "PythonTurnInput",
+    "RunInput",
+    "StartRunInput",
+    "Step",
+    "StepsInput",
+    "ToolCallInput",
+    "TurnInput",
+    "TurnResult",
+]
 
 
 @dataclass

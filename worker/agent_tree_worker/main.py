@@ -22,6 +22,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from agent_tree.contract.temporal import connect
 from agent_tree_worker import metrics
 from agent_tree_worker.activities import Activities
 from agent_tree_worker.config import WorkerConfig
@@ -90,7 +91,7 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event | None = None) ->
         print(f"agent-tree worker: metrics on port {port}", flush=True)
     client = await with_retries(
         f"connecting to Temporal at {settings.temporal_address}",
-        lambda: Client.connect(settings.temporal_address, namespace=settings.temporal_namespace, runtime=runtime),
+        lambda: connect(settings.temporal_address, settings.temporal_namespace, runtime=runtime),
     )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -31,6 +31,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 
+from agent_tree.contract import AGENT_END, HANDOFF
 from agent_tree.settings import AUTO_PORT
 
 log = logging.getLogger(__name__)
@@ -81,12 +82,12 @@ def record_steps(steps: Iterable[Mapping[str, Any]]) -> None:
     """Count the turns and handoffs among steps that were just written."""
     for step in steps:
         kind = step.get("type")
-        if kind not in ("agent_end", "handoff"):
+        if kind not in (AGENT_END, HANDOFF):
             continue
         data = step.get("data") if isinstance(step.get("data"), Mapping) else {}
         agent = str(data.get("agent") or step.get("agent") or "")
         status = str(data.get("status") or "unknown")
-        if kind == "agent_end":
+        if kind == AGENT_END:
             AGENT_TURNS.labels(agent, status).inc()
         else:
             HANDOFFS.labels(agent, str(data.get("to_agent") or ""), status).inc()

@@ -8,8 +8,11 @@ stored in PostgreSQL's ``blobs`` table by an activity and replaced by a referenc
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
+
+# Canonical JSON is the contract's (the stream encodes steps with it); re-exported for the worker.
+from agent_tree.contract import dumps as dumps
+from agent_tree.contract import json_size as json_size
 
 BLOB_THRESHOLD = 64 * 1024
 """Values whose JSON is larger than this many bytes are stored as blobs."""
@@ -19,19 +22,6 @@ MAX_HANDOFF_BYTES = 256 * 1024
 step's context and the run's result, so it must be stored by the agent and referenced instead."""
 
 PREVIEW_CHARS = 200
-
-
-def dumps(value: Any) -> str:
-    """Canonical JSON (sorted keys, no NaN): the form stored, hashed and measured."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
-def json_size(value: Any) -> int:
-    """Bytes of ``value``'s JSON; values that are not JSON count as 0 (they are rejected elsewhere)."""
-    try:
-        return len(dumps(value).encode())
-    except (TypeError, ValueError):
-        return 0
 
 
 def not_json_reason(value: Any) -> str | None:

@@ -18,10 +18,21 @@ from typing import Any, TextIO
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from agent_tree.contract import (
+    AGENT_END,
+    AGENT_START,
+    HANDOFF,
+    MODEL_USAGE,
+    REASONING,
+    RUN_END,
+    TOOL_END,
+    TOOL_START,
+    ord_str,
+)
 from agent_tree.events import format_event, preview
 from agent_tree_worker import payloads
 from agent_tree_worker.store import RETRYABLE, TERMINAL, HistoryStore
-from agent_tree_worker.stream import StepStream, ord_str
+from agent_tree_worker.stream import StepStream
 
 
 class RunNotFound(LookupError):
@@ -48,14 +59,14 @@ def render(step: dict[str, Any]) -> str:
         ts = datetime.fromisoformat(ts).strftime("%H:%M:%S.%f")[:-3]
     except ValueError:
         pass
-    if step["type"] == "model_usage":
+    if step["type"] == MODEL_USAGE:
         text = (
             f"  $ {data.get('agent')} model {data.get('model')}: {data.get('total_tokens', 0)} tokens "
             f"({data.get('prompt_tokens', 0)} in, {data.get('completion_tokens', 0)} out)"
         )
     else:
         text = format_event(data)
-        if step["type"] in ("tool_start", "tool_end") and step.get("agent"):
+        if step["type"] in (TOOL_START, TOOL_END) and step.get("agent"):
             text = f"  [{step['agent']}]{text[1:]}"
     return f"{ts} {text}"
 
@@ -98,22 +109,22 @@ async def print_history(store: HistoryStore, ref: str, *, as_json: bool, out: Te
 def _detail(step: dict[str, Any]) -> str:
     d = step["data"]
     kind = step["type"]
-    if kind == "agent_start":
+    if kind == AGENT_START:
         return preview(d.get("input", ""), 80)
-    if kind in ("agent_end", "handoff"):
-        arrow = f"-> {d.get('to_agent')} " if kind == "handoff" else ""
+    if kind in (AGENT_END, HANDOFF):
+        arrow = f"-> {d.get('to_agent')} " if kind == HANDOFF else ""
         return f"{arrow}[{d.get('status')}] {preview(d.get('summary', ''), 100)}"
-    if kind == "tool_start":
+    if kind == TOOL_START:
         return f"{d.get('tool')}({preview(d.get('args', {}), 100)})"
-    if kind == "tool_end":
+    if kind == TOOL_END:
         if d.get("status") == "error":
             return f"{d.get('tool')} ! {d.get('error')}"
         out = d.get("output")
         shown = f"<{out['bytes']} bytes in blob {out['$blob'][:12]}>" if payloads.is_ref(out) else preview(out, 100)
         return f"{d.get('tool')} = {shown}"
-    if kind == "reasoning":
+    if kind == REASONING:
         return preview(d.get("thought", ""), 120)
-    if kind == "model_usage":
+    if kind == MODEL_USAGE:
         return f"{d.get('model')} {d.get('total_tokens', 0)} tokens"
     return preview(d, 120)
 
@@ -182,7 +193,7 @@ async def follow_logs(
             try:
                 async for entry_id, step in stream.follow(workflow_id, stream_id, block_ms=1000):
                     stream_id = entry_id
-                    if step["type"] == "run_end":
+                    if step["type"] == RUN_END:
                         status = step["data"].get("status")
                     else:
                         entries.append(step)

@@ -2,12 +2,12 @@
 
 Publishing never fails a run: when Redis is down the error is logged once and publishing is
 skipped for a short back-off, because PostgreSQL already holds every step and readers fall back
-to it. Entries carry the step's ``ord`` so readers can merge the stream with PostgreSQL.
+to it. Entries carry the step's ``ord`` so readers can merge the stream with PostgreSQL; their encoding
+is the contract's (:func:`agent_tree.contract.encode_step` / :func:`~agent_tree.contract.decode_step`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -16,51 +16,13 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from agent_tree.contract import decode_step, encode_run_end, encode_step
 from agent_tree.naming import stream_key
-from agent_tree_worker import payloads
 
 log = logging.getLogger(__name__)
 
 STREAM_MAXLEN = 10_000
 STREAM_TTL_SECONDS = 24 * 3600
-ENTRY_LIMIT = 16 * 1024  # a stream entry is a preview: full values live in PostgreSQL
-
-
-def ord_str(ord_: list[int]) -> str:
-    return ".".join(str(i) for i in ord_)
-
-
-def parse_ord(text: str) -> list[int]:
-    return [int(p) for p in text.split(".") if p]
-
-
-def encode(step: dict[str, Any]) -> dict[str, str]:
-    data = payloads.dumps(step["data"])
-    if len(data) > ENTRY_LIMIT:
-        data = payloads.dumps(
-            {**{k: v for k, v in step["data"].items() if payloads.json_size(v) <= 256}, "truncated": True}
-        )
-    return {
-        "ord": ord_str(step["ord"]),
-        "type": step["type"],
-        "agent": step.get("agent") or "",
-        "data": data,
-        "ts": str(step.get("ts") or ""),
-    }
-
-
-def decode(fields: dict[bytes | str, bytes | str]) -> dict[str, Any]:
-    f = {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in fields.items()
-    }
-    return {
-        "ord": parse_ord(f.get("ord", "")),
-        "type": f.get("type", ""),
-        "agent": f.get("agent") or None,
-        "data": json.loads(f.get("data") or "{}"),
-        "ts": f.get("ts", ""),
-    }
 
 
 class StepStream:
@@ -94,14 +56,9 @@ class StepStream:
         try:
             pipe = self.client.pipeline(transaction=False)
             for step in steps:
-                pipe.xadd(key, encode(step), maxlen=self.maxlen, approximate=True)
+                pipe.xadd(key, encode_step(step), maxlen=self.maxlen, approximate=True)
             if final is not None:
-                pipe.xadd(
-                    key,
-                    {"ord": "", "type": "run_end", "agent": "", "data": payloads.dumps(final), "ts": ""},
-                    maxlen=self.maxlen,
-                    approximate=True,
-                )
+                pipe.xadd(key, encode_run_end(final), maxlen=self.maxlen, approximate=True)
                 pipe.expire(key, STREAM_TTL_SECONDS)
             await pipe.execute()
             return True
@@ -117,4 +74,4 @@ class StepStream:
         reply = await self.client.xread({stream_key(run_id): last_id}, block=block_ms, count=500)
         for _key, entries in reply or []:
             for entry_id, fields in entries:
-                yield (entry_id.decode() if isinstance(entry_id, bytes) else entry_id), decode(fields)
+                yield (entry_id.decode() if isinstance(entry_id, bytes) else entry_id), decode_step(fields)

@@ -1,7 +1,7 @@
 """Following the live progress of every active run over ONE Redis connection.
 
 Each run publishes its steps to its own stream (``agent_tree.naming.stream_key(workflow_id)``, written
-by the worker; entries decoded with the worker's own :func:`agent_tree_worker.stream.decode`). One
+by the worker; entries decoded with the contract's :func:`agent_tree.contract.decode_step`). One
 ``XREAD`` can block on many streams at once, so a single hub task serves every run the operator
 follows, and each run's daemon reads its entries from an in-memory queue. When Redis is unset or
 down, :attr:`StreamHub.available` is False and the daemons fall back to the workflow's ``progress``
@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from agent_tree_worker.stream import decode
 from redis.exceptions import RedisError
 
+from agent_tree.contract import decode_step
 from agent_tree.naming import stream_key
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class StreamHub:
                     entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
                     sub.last_id = entry_id
                     try:
-                        step = decode(fields)
+                        step = decode_step(fields)
                     except ValueError:
                         continue
                     sub.queue.put_nowait((entry_id, step))

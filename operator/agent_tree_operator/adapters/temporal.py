@@ -1,11 +1,12 @@
 """The operator's Temporal client: start a run's workflow idempotently, follow it, cancel it.
 
-The workflow's input is the worker's :class:`agent_tree_worker.inputs.RunInput`, built with the worker's
-own :func:`agent_tree_worker.client.run_input` (imported, not redefined, so the two sides cannot drift). The workflow id comes from
-:func:`agent_tree.naming.workflow_id` (namespace, name, uid): starting twice (an operator restart
-between the start and the status write) finds the same workflow instead of running the tree again.
-The tree revision a run is pinned to is kept in the workflow's memo, so a restarted operator reads
-it back from Temporal rather than from a tree that may have been edited meanwhile.
+Everything that crosses to the workers is the contract's (:mod:`agent_tree.contract`): the run's input
+is a :class:`~agent_tree.contract.RunInput` built by :func:`~agent_tree.contract.run_input`, the start is
+the one :func:`agent_tree.contract.temporal.start_run` (idempotent workflow id from namespace, name and
+uid; the tree revision in the memo, so a restarted operator reads it back from Temporal rather than
+from a tree that may have been edited meanwhile), the client speaks the contract's data converter,
+and the workflow's progress and result are read as :class:`~agent_tree.contract.Progress` and
+:class:`~agent_tree.contract.RunResult`.
 """
 
 from __future__ import annotations
@@ -16,32 +17,21 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from agent_tree_worker.client import RUN_WORKFLOW, TIMEOUT_GRACE_SECONDS
-from agent_tree_worker.inputs import RunInput
+from pydantic import ValidationError
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import (
-    ApplicationError,
-    CancelledError,
-    TerminatedError,
-    TimeoutError,
-    WorkflowAlreadyStartedError,
-)
+from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError, TimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
+from agent_tree.contract import MEMO_REVISION, PROGRESS_QUERY, Progress, RunInput, RunResult
+from agent_tree.contract import temporal as contract
 from agent_tree.settings import Settings
 
 log = logging.getLogger(__name__)
 
-WORKFLOW = RUN_WORKFLOW
-PROGRESS_QUERY = "progress"
 QUERY_TIMEOUT = 5.0
-MEMO_REVISION = "treeRevision"
-MEMO_RUN = "agentRun"
-TIMEOUT_GRACE = dt.timedelta(seconds=TIMEOUT_GRACE_SECONDS)  # the workflow ends itself; this is the backstop
 
 
 @dataclass(frozen=True)
@@ -90,8 +80,8 @@ class Temporal:
             async with self._lock:
                 if self._client is None:
                     try:
-                        self._client = await Client.connect(
-                            self.settings.temporal_address, namespace=self.settings.temporal_namespace
+                        self._client = await contract.connect(
+                            self.settings.temporal_address, self.settings.temporal_namespace
                         )
                     except Exception as exc:
                         raise TemporalUnavailable(
@@ -117,24 +107,9 @@ class Temporal:
             memo = {}
         return Described(running=desc.status == WorkflowExecutionStatus.RUNNING, revision=memo.get(MEMO_REVISION))
 
-    async def start_run(self, workflow_id: str, task_queue: str, run: RunInput) -> WorkflowHandle:
-        """Start ``AgentRunWorkflow`` unless a workflow with this id exists (running or closed)."""
-        client = await self.client()
-        try:
-            return await client.start_workflow(
-                WORKFLOW,
-                run,
-                id=workflow_id,
-                task_queue=task_queue,
-                execution_timeout=dt.timedelta(seconds=run.timeout_seconds) + TIMEOUT_GRACE,
-                # A closed workflow with this id is this run's: never run the tree twice.
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                memo={MEMO_REVISION: run.revision, MEMO_RUN: f"{run.namespace}/{run.name}"},
-                result_type=dict,
-            )
-        except WorkflowAlreadyStartedError:
-            return client.get_workflow_handle(workflow_id)
+    async def start_run(self, run: RunInput) -> WorkflowHandle:
+        """Start the run's workflow unless one with its id exists (running or closed): the contract's start."""
+        return await contract.start_run(await self.client(), run)
 
     async def outcome(self, handle: WorkflowHandle) -> Outcome:
         """Wait for the workflow to close and say how it ended."""
@@ -151,19 +126,22 @@ class Temporal:
             if isinstance(cause, ApplicationError):
                 return Outcome(phase="Failed", reason="WorkflowFailed", message=str(cause) or cause.type or "failed")
             return Outcome(phase="Failed", reason="WorkflowFailed", message=str(cause or exc))
-        if hasattr(result, "model_dump"):
-            result = result.model_dump(mode="json")
-        if not isinstance(result, dict):
-            return Outcome(
-                phase="Failed", reason="UnknownResult", message=f"unexpected workflow result {result!r:.200}"
+        try:
+            parsed = RunResult.model_validate(
+                result.model_dump(mode="json") if hasattr(result, "model_dump") else result
             )
-        return Outcome(result=result)
+        except ValidationError as exc:
+            return Outcome(
+                phase="Failed", reason="UnknownResult", message=f"unexpected workflow result {result!r:.200}: {exc}"
+            )
+        return Outcome(result=parsed.model_dump(mode="json"))
 
-    async def progress(self, handle: WorkflowHandle) -> Any:
-        """The workflow's ``progress`` query answer, or None when it cannot be asked right now."""
+    async def progress(self, handle: WorkflowHandle) -> dict[str, Any] | None:
+        """The workflow's ``progress`` query answer (snake_case, whichever casing the workflow answered
+        in), or None when it cannot be asked right now."""
         try:
             async with asyncio.timeout(QUERY_TIMEOUT):
-                return await handle.query(PROGRESS_QUERY)
+                return Progress.model_validate(await handle.query(PROGRESS_QUERY)).model_dump()
         except (RPCError, TimeoutError) as exc:
             log.debug("progress query of %s failed: %s", handle.id, exc)
             return None

@@ -12,10 +12,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent_tree_worker.client import spec_revision as _worker_revision
 from pydantic import ValidationError
 
 from agent_tree import naming
+from agent_tree.contract import spec_revision
 from agent_tree.spec import AgentTreeSpec, format_errors
 from agent_tree_operator.config import OperatorConfig
 from agent_tree_operator.reconcile.conditions import condition, merge_conditions, same_conditions
@@ -45,11 +45,6 @@ FAILING_WAITING = frozenset(
         "RunContainerError",
     }
 )
-
-
-def spec_revision(spec: AgentTreeSpec) -> str:
-    """Content hash of a valid tree spec: the worker's definition (the revision a run is pinned to)."""
-    return _worker_revision(spec)
 
 
 def plain(value: Any) -> Any:

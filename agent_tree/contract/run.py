@@ -1,0 +1,128 @@
+"""A run's typed input, progress and result, the tree revision hash and the one input builder.
+
+These models cross process boundaries through Temporal (temporalio's Pydantic data converter, see
+:mod:`agent_tree.contract.temporal`): their JSON is the history's, so a field is never renamed or
+reordered (committed histories in ``tests/unit/histories/`` replay against them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+from agent_tree.spec import MAX_INPUT_CHARS, AgentTreeSpec
+
+RunStatus = Literal["completed", "failed", "max_steps_reached", "cancelled"]
+"""How a durable run ended (the result's ``status``; ``agent_tree.models.RunStatus`` plus cancelled)."""
+
+
+class RunInputError(ValueError):
+    """A run that cannot be started as given; the message names the field."""
+
+
+class RunInput(BaseModel):
+    """Input of ``AgentRunWorkflow``: everything a run needs, including the pinned tree spec."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    namespace: str
+    tree: str
+    name: str
+    uid: str
+    spec: dict[str, Any]
+    revision: str
+    input: str
+    context: dict[str, Any] = Field(default_factory=dict)
+    max_steps: int | None = None
+    timeout_seconds: int = 3600
+    budgets: dict[str, Any] | None = None
+
+
+class Progress(BaseModel):
+    """The ``progress`` query's answer (followers use it when Redis is away).
+
+    Written in snake_case; engine v1 answered in camelCase (``currentAgent``, ``tokenUsage``), and
+    both spellings are read, so a run started by v1 is still followed after an upgrade.
+    """
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    phase: str = "Pending"
+    current_agent: str | None = Field(None, validation_alias=AliasChoices("current_agent", "currentAgent"))
+    steps: int = 0
+    token_usage: int = Field(0, validation_alias=AliasChoices("token_usage", "tokenUsage"))
+    plan: dict[str, Any] | None = None
+
+
+class RunResult(BaseModel):
+    """What ``AgentRunWorkflow`` returns: the summary the operator writes into the AgentRun's status."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    answer: str
+    status: RunStatus
+    final_agent: str | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+    plan: dict[str, Any] | None = None
+    steps: int = 0
+    token_usage: int = 0
+    tree_revision: str | None = None
+    workflow_id: str | None = None
+
+
+def spec_revision(spec: AgentTreeSpec | dict[str, Any]) -> str:
+    """Content hash of a tree spec: the AgentTree's ``status.revision`` and what a run is pinned to."""
+    data = spec.model_dump(mode="json") if isinstance(spec, AgentTreeSpec) else spec
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def run_input(
+    namespace: str,
+    tree: str,
+    spec: AgentTreeSpec | dict[str, Any],
+    *,
+    name: str,
+    uid: str,
+    input: str,
+    context: dict[str, Any] | None = None,
+    max_steps: int | None = None,
+    timeout_seconds: int = 3600,
+    budgets: dict[str, Any] | None = None,
+    revision: str | None = None,
+) -> RunInput:
+    """The workflow input of a run, with the tree spec snapshotted (a later tree edit never changes it).
+
+    Args:
+        namespace, tree, name, uid: the AgentRun (the workflow id derives from namespace, name, uid).
+        spec: the tree spec; a dict is validated as an ``AgentTreeSpec`` first.
+        revision: the spec's revision when the caller computed it already (else :func:`spec_revision`).
+
+    Raises:
+        RunInputError: the input is over the AgentRun limit (it would not fit in Temporal history).
+    """
+    if len(input) > MAX_INPUT_CHARS:
+        raise RunInputError(
+            f"spec.input: the input is {len(input)} characters; the limit is {MAX_INPUT_CHARS}. "
+            "Put large documents somewhere the agents can fetch them and pass a reference"
+        )
+    data = (
+        spec.model_dump(mode="json")
+        if isinstance(spec, AgentTreeSpec)
+        else AgentTreeSpec.model_validate(spec).model_dump(mode="json")
+    )
+    return RunInput(
+        namespace=namespace,
+        tree=tree,
+        name=name,
+        uid=uid,
+        spec=data,
+        revision=revision or spec_revision(data),
+        input=input,
+        context=dict(context or {}),
+        max_steps=max_steps,
+        timeout_seconds=timeout_seconds,
+        budgets=budgets,
+    )

@@ -1,0 +1,110 @@
+"""The ONE step vocabulary and its stream encoding.
+
+A step is one recorded event of a run: the embedded hooks (:mod:`agent_tree.events`) emit its
+``data``; the durable workflow and activities wrap it with ``ord`` (its place in the run: nested turns
+extend their parent's path), ``agent`` and ``ts``; PostgreSQL stores it, the Redis stream carries it
+(:func:`encode_step` / :func:`decode_step`), and every renderer reads it by these names.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, get_args
+
+from typing_extensions import TypedDict  # pydantic validates typing.TypedDict only from Python 3.12
+
+AGENT_START = "agent_start"
+AGENT_END = "agent_end"
+HANDOFF = "handoff"
+TOOL_START = "tool_start"
+TOOL_END = "tool_end"
+REASONING = "reasoning"
+MODEL_USAGE = "model_usage"
+
+StepType = Literal["agent_start", "agent_end", "handoff", "tool_start", "tool_end", "reasoning", "model_usage"]
+STEP_TYPES: tuple[str, ...] = get_args(StepType)
+HOOK_STEP_TYPES: tuple[str, ...] = (AGENT_START, AGENT_END, HANDOFF, TOOL_START, TOOL_END, REASONING)
+"""The steps the embedded hooks emit; ``model_usage`` is recorded by the executors that call models."""
+
+RUN_END = "run_end"
+"""Type of the stream's last entry (``data = {status, answer}``): a marker, not a step of the run."""
+
+
+class Step(TypedDict):
+    """One recorded step: ``{"ord": [int...], "type", "agent", "data": {event}, "ts": iso}``."""
+
+    ord: list[int]
+    type: StepType
+    agent: str | None
+    data: dict[str, Any]
+    ts: str
+
+
+# --- canonical JSON ----------------------------------------------------------------------------
+def dumps(value: Any) -> str:
+    """Canonical JSON (sorted keys, no NaN): the form stored, hashed, measured and streamed."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value``'s JSON; values that are not JSON count as 0 (they are rejected elsewhere)."""
+    try:
+        return len(dumps(value).encode())
+    except (TypeError, ValueError):
+        return 0
+
+
+# --- stream encoding ---------------------------------------------------------------------------
+STREAM_ENTRY_LIMIT = 16 * 1024
+"""Bytes of a stream entry's ``data``: an entry is a preview, full values live in PostgreSQL."""
+STREAM_VALUE_KEPT = 256
+"""Over the limit, the fields of ``data`` up to this many bytes are kept (and ``truncated: true``)."""
+
+
+def ord_str(ord_: list[int]) -> str:
+    """``[3, 1, 2]`` -> ``"3.1.2"`` (the stream's form of a step's place in the run)."""
+    return ".".join(str(i) for i in ord_)
+
+
+def parse_ord(text: str) -> list[int]:
+    """``"3.1.2"`` -> ``[3, 1, 2]`` (inverse of :func:`ord_str`)."""
+    return [int(p) for p in text.split(".") if p]
+
+
+def encode_step(step: Step | dict[str, Any]) -> dict[str, str]:
+    """A step as the fields of one Redis stream entry (values over the entry limit are dropped)."""
+    data = dumps(step["data"])
+    if len(data) > STREAM_ENTRY_LIMIT:
+        kept = {k: v for k, v in step["data"].items() if json_size(v) <= STREAM_VALUE_KEPT}
+        data = dumps({**kept, "truncated": True})
+    return {
+        "ord": ord_str(step["ord"]),
+        "type": step["type"],
+        "agent": step.get("agent") or "",
+        "data": data,
+        "ts": str(step.get("ts") or ""),
+    }
+
+
+def encode_run_end(final: dict[str, Any]) -> dict[str, str]:
+    """The stream's end marker (``type`` :data:`RUN_END`, ``data`` = the run's ``{status, answer}``)."""
+    return {"ord": "", "type": RUN_END, "agent": "", "data": dumps(final), "ts": ""}
+
+
+def decode_step(fields: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any]:
+    """The step of one Redis stream entry (inverse of :func:`encode_step`; also reads the end marker).
+
+    Raises:
+        ValueError: ``data`` is not JSON or ``ord`` is not a dotted path of integers.
+    """
+    f = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in fields.items()
+    }
+    return {
+        "ord": parse_ord(f.get("ord", "")),
+        "type": f.get("type", ""),
+        "agent": f.get("agent") or None,
+        "data": json.loads(f.get("data") or "{}"),
+        "ts": f.get("ts", ""),
+    }
