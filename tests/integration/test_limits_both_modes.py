@@ -1,0 +1,111 @@
+"""An AgentRun's maxSteps, timeoutSeconds and budgets end a durable run (real Temporal dev server,
+one worker per agent) and an embedded run of the same tree with the same status, answer and final
+agent (issue 11 item 3): both executors take these decisions with agent_tree.policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from durable_support import run_durable, tree_spec, unique
+from temporalio.client import Client
+
+from agent_tree import HandoffResult, RunContext, policy
+from agent_tree.compiler import compile_tree
+from agent_tree.models import SupervisorResult
+
+pytestmark = pytest.mark.asyncio
+
+HERE = __name__  # the agents below are entrypoints of this module
+
+
+def lookup(invoice_id: str) -> dict[str, Any]:
+    return {"invoice_id": invoice_id, "status": "ok"}
+
+
+async def spender(ctx: RunContext) -> HandoffResult:
+    """500 tokens and two tool calls, then a failed handoff: the supervisor would try the next child."""
+    await ctx.call_tool("lookup", invoice_id="7")
+    await ctx.call_tool("lookup", invoice_id="8")
+    ctx.add_tokens(500)
+    return ctx.failed("could not stamp", {"spent": 500})
+
+
+async def asker(ctx: RunContext) -> HandoffResult:
+    return ctx.needs_more_info("need the PO", {"asked": True})
+
+
+async def sleeper(ctx: RunContext) -> HandoffResult:
+    await asyncio.sleep(60)
+    return ctx.ok("woke up")
+
+
+async def fallback(ctx: RunContext) -> HandoffResult:
+    return ctx.ok("fallback answered")
+
+
+def spec_of(first: str) -> Any:
+    """office -> desk (a nested supervisor over ``first`` and asker), then fallback."""
+    return tree_spec(
+        {
+            "root": "office",
+            "agents": [
+                {"name": "office", "children": ["desk", "fallback"]},
+                {"name": "desk", "children": [first, "asker"]},
+                {
+                    "name": first,
+                    "entrypoint": f"{HERE}:{first}",
+                    "tools": [{"name": "lookup", "entrypoint": f"{HERE}:lookup"}],
+                },
+                {"name": "asker", "entrypoint": f"{HERE}:asker"},
+                {"name": "fallback", "entrypoint": f"{HERE}:fallback"},
+            ],
+        }
+    )
+
+
+CASES = {
+    "tokens": ("spender", {"budgets": {"maxTokens": 100}}),
+    "tool-calls": ("spender", {"budgets": {"maxToolCalls": 1}}),
+    "within-budgets": ("spender", {"budgets": {"maxToolCalls": 2, "maxTokens": 500}}),
+    "max-steps": ("spender", {"max_steps": 1}),
+    "timeout": ("sleeper", {"timeout_seconds": 2}),
+}
+EXPECTED = {
+    "tokens": ("failed", "token budget exceeded: 500 tokens used, budgets.maxTokens is 100", "desk"),
+    "tool-calls": ("failed", "tool call budget exceeded: 2 calls, budgets.maxToolCalls is 1", "desk"),
+    "within-budgets": ("completed", "fallback answered", "fallback"),
+    "max-steps": ("max_steps_reached", "stopped after max_steps=1 child turns without an ok handoff", "desk"),
+    "timeout": ("failed", policy.TIMED_OUT, "desk"),
+}
+
+
+async def embedded(spec: Any, limits: dict[str, Any]) -> SupervisorResult:
+    compiled = compile_tree(spec)
+    return await compiled.orchestrator(
+        max_steps=limits.get("max_steps") or compiled.max_steps,
+        timeout_seconds=limits.get("timeout_seconds"),
+        budgets=limits.get("budgets"),
+    ).run("stamp invoice 7")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+async def test_the_same_stop_durable_and_embedded(client: Client, database_url: str, redis_url: str, case: str) -> None:
+    first, limits = CASES[case]
+    spec = spec_of(first)
+    _, durable = await run_durable(
+        client,
+        spec,
+        namespace=unique("lim"),
+        tree="t",
+        user_input="stamp invoice 7",
+        database_url=database_url,
+        redis_url=redis_url,
+        **limits,
+    )
+    local = await embedded(spec, limits)
+    assert (durable["status"], durable["answer"], durable["final_agent"]) == EXPECTED[case]
+    assert (local.status, local.answer, local.final_agent) == EXPECTED[case]
+    assert (local.steps, local.token_usage) == (durable["steps"], durable["token_usage"])
