@@ -193,10 +193,9 @@ async def test_timeout_seconds_sub_second_and_validated():
 
 MESSAGES = ("token budget exceeded", "tool call budget exceeded", "the run timed out before an agent answered")
 SOURCES = ("agent_tree", "worker", "operator", "api", "bench", "hack")
-# Files that still spell a stop message themselves. The durable workflow is moving to the policy
-# functions (the lead's engine v2); when it no longer holds the words, this entry must go (the
-# test below fails on a stale entry).
-PENDING = {"worker/agent_tree_worker/workflows.py"}
+# Files that still spell a stop message themselves (none: the durable workflow calls the policy too).
+# A stale entry fails the test below.
+PENDING: set[str] = set()
 
 
 def test_the_stop_messages_are_written_only_in_the_policy():

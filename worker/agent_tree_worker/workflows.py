@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from agent_tree import naming, policy, usage
+    from agent_tree.contract import PROGRESS_QUERY, RUN_WORKFLOW, TURN_WORKFLOW, Progress
     from agent_tree.providers import openai_chat as chat
     from agent_tree.spec import MAX_INPUT_CHARS, AgentTreeSpec
     from agent_tree_worker import inputs as t
@@ -157,13 +158,10 @@ class Executor:
         """The policy loop of ``node`` over its children; every decision comes from agent_tree.policy."""
         state = policy.start(self.agents[node].get("children") or [], max_steps, context, plan)
         while isinstance(decision := policy.decide(state), policy.Route):
-            if workflow.now().timestamp() >= self.deadline:
-                last = state.handoffs[-1] if state.handoffs else {}
-                return state, policy.Finish(
-                    "failed", "the run timed out before an agent answered", last.get("from_agent"), {}
-                )
+            if (late := policy.deadline_reached(workflow.now().timestamp(), self.deadline, state)) is not None:
+                return state, late
             if progress is not None:
-                progress["currentAgent"] = decision.agent
+                progress["current_agent"] = decision.agent
             self.rec.emit("agent_start", decision.agent, agent=decision.agent, input=user_input)
             handoff = await self.child_turn(
                 decision.agent,
@@ -192,21 +190,10 @@ class Executor:
             self.tokens += int(traces.get("token_usage") or 0)
             self.tool_calls += len(traces.get("tool_calls") or [])
             if progress is not None:
-                progress.update(steps=state.steps, tokenUsage=self.tokens)
-            over = self.over_budget(budgets)
-            if over and policy.decide(state).__class__ is policy.Route:
-                return state, policy.Finish("failed", over, handoff["from_agent"], dict(handoff.get("payload") or {}))
+                progress.update(steps=state.steps, token_usage=self.tokens)
+            if (over := policy.over_budget(state, self.tokens, self.tool_calls, budgets)) is not None:
+                return state, over
         return state, decision
-
-    def over_budget(self, budgets: dict[str, Any] | None) -> str | None:
-        budgets = budgets or {}
-        if budgets.get("maxTokens") and self.tokens > budgets["maxTokens"]:
-            return f"token budget exceeded: {self.tokens} tokens used, budgets.maxTokens is {budgets['maxTokens']}"
-        if budgets.get("maxToolCalls") and self.tool_calls > budgets["maxToolCalls"]:
-            return (
-                f"tool call budget exceeded: {self.tool_calls} calls, budgets.maxToolCalls is {budgets['maxToolCalls']}"
-            )
-        return None
 
     async def child_turn(
         self,
@@ -500,23 +487,23 @@ def _spec_problem(spec: dict[str, Any]) -> str | None:
     return None
 
 
-@workflow.defn(name="AgentRunWorkflow")
+@workflow.defn(name=RUN_WORKFLOW)
 class AgentRunWorkflow:
     """One AgentRun: plan (optional), then route through the root's children until one answers."""
 
     def __init__(self) -> None:
         self._progress: dict[str, Any] = {
             "phase": "Pending",
-            "currentAgent": None,
+            "current_agent": None,
             "steps": 0,
-            "tokenUsage": 0,
+            "token_usage": 0,
             "plan": None,
         }
 
-    @workflow.query(name="progress")
-    def progress(self) -> dict[str, Any]:
-        """``{phase, currentAgent, steps, tokenUsage, plan}``: for followers when Redis is away."""
-        return dict(self._progress)
+    @workflow.query(name=PROGRESS_QUERY)
+    def progress(self) -> Progress:
+        """Phase, current agent, steps, tokens and plan: for followers when Redis is away."""
+        return Progress.model_validate(self._progress)
 
     @workflow.run
     async def run(self, inp: t.RunInput) -> dict[str, Any]:
@@ -526,7 +513,7 @@ class AgentRunWorkflow:
             run_id, inp.namespace, inp.tree, inp.spec, workflow.now().timestamp() + inp.timeout_seconds, Recorder([])
         )
         ex.rec.emit("agent_start", root, agent=root, input=inp.input)
-        self._progress.update(phase="Running", currentAgent=root)
+        self._progress.update(phase="Running", current_agent=root)
         await ex.history(
             t.START_RUN,
             t.StartRunInput(
@@ -580,7 +567,7 @@ class AgentRunWorkflow:
         }
 
     async def _run(self, ex: Executor, inp: t.RunInput, root: str) -> tuple[policy.SupervisorState, policy.Finish, Any]:
-        max_steps = inp.max_steps or int(inp.spec.get("maxSteps") or 10)
+        max_steps = policy.max_steps(inp.max_steps, inp.spec.get("maxSteps"))
         problem = _spec_problem(inp.spec)
         if problem is None and len(inp.input) > MAX_INPUT_CHARS:
             problem = f"the input is {len(inp.input)} characters; the limit is {MAX_INPUT_CHARS} (AgentRun spec.input)"
@@ -595,7 +582,7 @@ class AgentRunWorkflow:
             plan = await ex.plan(inp.input, None)
         elif root_spec.get("model") and root_spec.get("children"):
             plan = await ex.plan(inp.input, root)
-        self._progress.update(plan=plan, tokenUsage=ex.tokens)
+        self._progress.update(plan=plan, token_usage=ex.tokens)
         state, decision = await ex.supervise(
             root, inp.input, inp.context, plan, max_steps, budgets=inp.budgets, progress=self._progress
         )
@@ -606,14 +593,14 @@ class AgentRunWorkflow:
         result.update(tree_revision=inp.revision, workflow_id=ex.run_id)
         self._progress.update(
             phase={"completed": "Succeeded", "cancelled": "Cancelled"}.get(result["status"], "Failed"),
-            currentAgent=None,
+            current_agent=None,
             steps=result["steps"],
-            tokenUsage=result["token_usage"],
+            token_usage=result["token_usage"],
         )
         await ex.history(t.FINISH_RUN, t.FinishRunInput(ex.run_id, result, ex.rec.take()))
 
 
-@workflow.defn(name="AgentWorkflow")
+@workflow.defn(name=TURN_WORKFLOW)
 class AgentWorkflow:
     """One turn of one agent, on that agent's task queue."""
 
