@@ -2,7 +2,8 @@
 
 ``tests/unit/histories/<engine>/<scenario>/*.json`` are histories of real runs recorded by
 ``hack/record_histories.py`` (Temporal dev server, PostgreSQL, Redis, in-process workers): ``v1`` by the
-engine that ran one child workflow per agent turn. Runs started by an older engine are still running
+engine that ran one child workflow per agent turn, ``v2`` by today's engine (one workflow per run, its
+turns inline behind ``workflow.patched("one-workflow-per-run")``). Runs started by an older engine are still running
 when a new worker is deployed, so every committed history must keep replaying (docs/durable-runs.md,
 "Changing workflow code"). The Replayer needs no server: it runs the workflow code against the events.
 """
@@ -15,9 +16,11 @@ from pathlib import Path
 
 import pytest
 from agent_tree_worker import inputs as t
+from agent_tree_worker import workflows
 from agent_tree_worker.main import PASSTHROUGH
 from agent_tree_worker.workflows import AgentRunWorkflow, AgentWorkflow
 from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -45,7 +48,8 @@ def replayer(*workflows: type) -> Replayer:
 
 def test_histories_are_committed_for_every_scenario() -> None:
     scenarios = {(p.parent.parent.name, p.parent.name) for p in FILES}
-    assert {("v1", "invoice"), ("v1", "llm-tools"), ("v1", "nested-tools"), ("v1", "cancelled")} <= scenarios
+    for engine in ("v1", "v2"):
+        assert {(engine, s) for s in ("invoice", "llm-tools", "nested-tools", "cancelled")} <= scenarios
     assert any(p.stem.endswith("AgentRunWorkflow") for p in FILES)
 
 
@@ -78,3 +82,29 @@ async def test_an_incompatible_workflow_change_fails_the_replay() -> None:
         "nondeterminism" in str(result.replay_failure).lower()
         or "Nondeterminism" in type(result.replay_failure).__name__
     )
+
+
+def test_v2_runs_are_one_workflow_and_v1_runs_had_children() -> None:
+    """The engine generations differ in shape: v2 histories start no child workflow, v1's do."""
+    child = EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+    for path in FILES:
+        engine = path.parent.parent.name
+        if not path.stem.endswith("AgentRunWorkflow") or engine not in ("v1", "v2"):
+            continue
+        starts_children = any(e.event_type == child for e in load(path).events)
+        assert starts_children == (engine == "v1"), path.relative_to(HISTORIES)
+    assert not [p for p in FILES if p.parent.parent.name == "v2" and not p.stem.endswith("AgentRunWorkflow")]
+
+
+@pytest.mark.parametrize("scenario", ["invoice", "nested-tools"])
+async def test_engine_v2_without_its_patch_would_break_v1_runs(scenario: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Had v2 replaced the child workflows without ``workflow.patched``, the runs v1 started would fail to
+    replay on the new workers (nondeterminism) instead of ending on v1's path: the patch is load-bearing."""
+    patched = workflow.patched
+    monkeypatch.setattr(
+        workflow, "patched", lambda patch_id: True if patch_id == workflows.ONE_WORKFLOW_PER_RUN else patched(patch_id)
+    )
+    path = next(p for p in FILES if p.parent.parent.name == "v1" and p.parent.name == scenario and "AgentRun" in p.stem)
+    result = await replayer(AgentRunWorkflow, AgentWorkflow).replay_workflow(load(path), raise_on_replay_failure=False)
+    assert result.replay_failure is not None
+    assert "nondetermin" in f"{type(result.replay_failure).__name__} {result.replay_failure}".lower()
