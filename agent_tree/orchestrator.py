@@ -7,6 +7,7 @@ the turns and fires the hooks.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -17,7 +18,7 @@ from agent_tree.context import ToolRunner
 from agent_tree.hooks import OrchestratorHooks
 from agent_tree.models import SupervisorResult
 from agent_tree.tree import AgentTree
-from agent_tree.turns import clock, finish_result, supervise
+from agent_tree.turns import MIN_TURN_SECONDS, clock, finish_result, supervise
 
 __all__ = [
     "Planner",
@@ -38,9 +39,12 @@ async def make_plan(planner: Planner | None, user_input: str) -> dict[str, Any] 
     return plan
 
 
-async def plan_with_usage(planner: Planner | None, user_input: str) -> tuple[dict[str, Any] | None, list[dict]]:
+async def plan_with_usage(
+    planner: Planner | None, user_input: str, deadline: float | None = None
+) -> tuple[dict[str, Any] | None, list[dict]]:
     """:func:`make_plan`, plus the model calls the planner reported (``usage.report_model_usage``):
-    a model supervisor's routing call, or a planner entrypoint's own model calls."""
+    a model supervisor's routing call, or a planner entrypoint's own model calls. A planner still
+    running at ``deadline`` (a :data:`~agent_tree.turns.clock` time) is stopped: ``{"error": ...}``."""
     if planner is None:
         return None, []
     calls: list[dict[str, Any]] = []
@@ -50,7 +54,10 @@ async def plan_with_usage(planner: Planner | None, user_input: str) -> tuple[dic
 
     with usage.collecting(collect):
         try:
-            plan = await maybe_await(planner(user_input))
+            planning = maybe_await(planner(user_input))
+            if deadline is not None:
+                planning = asyncio.wait_for(planning, max(MIN_TURN_SECONDS, deadline - clock()))
+            plan = await planning
         except Exception as exc:
             return {"error": f"planner raised {error_message(exc)}"}, calls
     if not isinstance(plan, dict):
@@ -106,7 +113,7 @@ class SupervisorOrchestrator:
         root = self.tree.root
         deadline = None if self.timeout_seconds is None else clock() + self.timeout_seconds
         await self.hooks.fire("on_node_start", root, user_input)
-        plan, calls = await plan_with_usage(self.planner, user_input)
+        plan, calls = await plan_with_usage(self.planner, user_input, deadline)
         if plan is not None:
             await self.hooks.fire("on_reasoning_step", root.name, plan_thought(plan))
         # The planner's (or the model supervisor's routing) model calls are the run's tokens too.

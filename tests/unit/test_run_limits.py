@@ -189,6 +189,21 @@ async def test_timeout_seconds_sub_second_and_validated():
         SupervisorOrchestrator(AgentTree(root), timeout_seconds=0)
 
 
+async def test_a_planner_running_at_the_deadline_is_stopped():
+    root = AgentNode("sup")
+    root.add_child(AgentNode("a", lambda ctx: ctx.ok("yes")))
+
+    async def planner(question):
+        await asyncio.sleep(30)
+        return {"route": ["a"]}
+
+    result = await asyncio.wait_for(
+        SupervisorOrchestrator(AgentTree(root), planner=planner, timeout_seconds=0.2).run("q"), 10
+    )
+    assert (result.status, result.answer, result.steps) == ("failed", policy.TIMED_OUT, 0)
+    assert result.plan == {"error": "planner raised TimeoutError"}
+
+
 # --- one source for the words ------------------------------------------------------------------
 
 MESSAGES = ("token budget exceeded", "tool call budget exceeded", "the run timed out before an agent answered")
