@@ -124,3 +124,35 @@ def test_the_graph_sees_imports_hidden_in_functions_and_type_checking(tmp_path: 
     assert graph["demo.a"] == {"demo.b"}
     assert graph["demo"] == {"demo.a"}
     assert sorted(cycles(graph)) == [["demo.a", "demo.b", "demo.a"], ["demo.c", "demo.d", "demo.c"]]
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(graph.get(name, ()))
+    return seen
+
+
+def test_the_pure_chat_loop_reaches_no_client_and_no_io():
+    """The workflow sandbox passes agent_tree through: the loop must not pull in the HTTP client,
+    the embedded behaviour, or modules that do I/O (issue 11 item 4)."""
+    loop = reachable(import_graph(PACKAGE), "agent_tree.providers.openai_chat")
+    assert loop <= {
+        "agent_tree.providers.openai_chat",
+        "agent_tree.providers.replies",
+        "agent_tree.usage",
+        "agent_tree.output_schema",
+    }, sorted(loop)
+    for name in loop:
+        tree = ast.parse(modules(PACKAGE)[name].read_text())
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not imported & {"os", "pathlib", "socket", "openai", "httpx", "asyncio", "subprocess"}, name
+
+
+def test_each_provider_module_is_one_concern_under_250_lines():
+    for path in sorted((PACKAGE / "providers").glob("*.py")):
+        assert len(path.read_text().splitlines()) < 250, path.name
