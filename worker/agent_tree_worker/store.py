@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from agent_tree.contract import Step
 from agent_tree_worker import payloads
 from agent_tree_worker.migrate import migrate
 
@@ -168,8 +169,8 @@ class HistoryStore:
 
     # --- steps ----------------------------------------------------------------------------------
 
-    async def write_steps(self, run_id: str, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Insert steps (each ``{"ord", "type", "agent", "data", "ts"}``); returns them as stored
+    async def write_steps(self, run_id: str, steps: list[Step]) -> list[Step]:
+        """Insert steps (the contract's :class:`~agent_tree.contract.Step`); returns them as stored
         (large fields of ``data`` replaced by blob references)."""
         if not steps:
             return []
@@ -199,7 +200,7 @@ class HistoryStore:
         await self._run(q)
         return stored
 
-    async def steps(self, run_id: str, after: list[int] | None = None) -> list[dict[str, Any]]:
+    async def steps(self, run_id: str, after: list[int] | None = None) -> list[Step]:
         """Steps of a run in order (optionally only those after ``after``)."""
         rows = await self._run(
             lambda conn: conn.fetch(
@@ -393,7 +394,7 @@ def _ts(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value))
 
 
-def _step(row: asyncpg.Record) -> dict[str, Any]:
+def _step(row: asyncpg.Record) -> Step:
     return {
         "ord": list(row["ord"]),
         "type": row["type"],

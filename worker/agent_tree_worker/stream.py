@@ -16,7 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from agent_tree.contract import decode_step, encode_run_end, encode_step
+from agent_tree.contract import Step, decode_step, encode_run_end, encode_step
 from agent_tree.naming import stream_key
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class StepStream:
             await self._client.aclose()
             self._client = None
 
-    async def publish(self, run_id: str, steps: list[dict[str, Any]], *, final: dict[str, Any] | None = None) -> bool:
+    async def publish(self, run_id: str, steps: list[Step], *, final: dict[str, Any] | None = None) -> bool:
         """XADD the steps (and an end marker when ``final`` is given); False when Redis is unavailable."""
         if not self.url or (not steps and final is None) or time.monotonic() < self._down_until:
             return False
