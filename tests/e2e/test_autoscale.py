@@ -16,22 +16,21 @@ port from the pod's log. The operator watches ``oas-*`` namespaces only.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import yaml
 from operator_process import OperatorProcess, apply_crds, namespace, ok, running
 from platformlib import REPO, Platform, wait_for
 from prometheus_client.parser import text_string_to_metric_families
-
-from agent_tree import naming
 
 pytestmark = pytest.mark.e2e
 
@@ -175,19 +174,31 @@ def replicas(platform: Platform, ns: str, deployment: str) -> int:
 
 
 def turn_times(platform: Platform, ns: str, agent: str) -> tuple[float, float]:
-    """Server times at which the first turn (an AgentWorkflow) on the agent's task queue was queued, and
-    at which the last one closed."""
-    queue = naming.task_queue(ns, "invoice", agent)
-    r = subprocess.run(
-        [str(platform.bin / "temporal"), "workflow", "list", f"--address={platform.temporal_address}", "-o", "json",
-         "--query", f"WorkflowType='AgentWorkflow' AND TaskQueue='{queue}'"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    rows = json.loads(r.stdout or "[]")
-    assert rows, f"no AgentWorkflow on {queue}"
-    assert all(row.get("closeTime") for row in rows), "a turn is still open"
-    return min(iso(row["startTime"]) for row in rows), max(iso(row["closeTime"]) for row in rows)
+    """When the first turn of ``agent`` in this namespace's runs was queued, and when the last one closed.
+
+    Engine v2 runs a turn as activities on the agent's queue (no workflow to list): the supervisor
+    writes the turn's ``agent_start`` (record_steps local activity) right before queueing it, and the
+    turn's ``agent_end`` with the next write after it returned; PostgreSQL timestamps both.
+    """
+
+    async def query() -> tuple[Any, Any, int]:
+        conn = await asyncpg.connect(platform.database_url, timeout=10)
+        try:
+            return await conn.fetchrow(
+                "SELECT min(s.created_at) FILTER (WHERE s.type = 'agent_start'),"
+                " max(s.created_at) FILTER (WHERE s.type = 'agent_end'),"
+                " count(*) FILTER (WHERE s.type = 'agent_start')"
+                " FROM steps s JOIN runs r ON r.workflow_id = s.run_id"
+                " WHERE r.namespace = $1 AND s.agent = $2",
+                ns,
+                agent,
+            )
+        finally:
+            await conn.close()
+
+    first, last, turns = asyncio.run(query())
+    assert turns, f"no turn of {agent} recorded in namespace {ns}"
+    return first.timestamp(), last.timestamp()
 
 
 def iso(value: str) -> float:
@@ -359,7 +370,7 @@ def test_metrics_count_a_fixed_workload_exactly(platform: Platform, operator: Op
         "turns verifier ok": n,
         "turns supervisor completed": n,
         "model calls": 0,
-        "temporal workflows completed": 4 * n,  # the run + 3 turns (each turn is a child workflow)
+        "temporal workflows completed": n,  # engine v2: one workflow per run; its turns are activities
     }
     print(f"\nmetrics after {n} invoice runs (delta):\n" + json.dumps(observed, indent=2))
     assert observed == expected
