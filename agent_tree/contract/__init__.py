@@ -16,6 +16,7 @@ are still going (``tests/unit/test_replay.py``).
 from __future__ import annotations
 
 from agent_tree.contract.run import (
+    RUN_STATUSES,
     Progress,
     RunInput,
     RunInputError,
@@ -86,6 +87,7 @@ __all__ = [
     "REASONING",
     "RECORD_STEPS",
     "RUN_END",
+    "RUN_STATUSES",
     "RUN_WORKFLOW",
     "START_RUN",
     "STEP_TYPES",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
@@ -17,6 +17,8 @@ from agent_tree.spec import MAX_INPUT_CHARS, AgentTreeSpec
 
 RunStatus = Literal["completed", "failed", "max_steps_reached", "cancelled"]
 """How a durable run ended (the result's ``status``; ``agent_tree.models.RunStatus`` plus cancelled)."""
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+"""Every final status: the history's ``runs.status`` of a run that has ended."""
 
 
 class RunInputError(ValueError):

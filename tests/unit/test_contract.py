@@ -13,14 +13,17 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import get_args
 
 import pytest
+from agent_tree_worker.store import TERMINAL
 from pydantic import ValidationError
 
-from agent_tree import contract, events
+from agent_tree import contract, events, models
 from agent_tree.contract import (
     HOOK_STEP_TYPES,
     RUN_END,
+    RUN_STATUSES,
     STEP_TYPES,
     STREAM_ENTRY_LIMIT,
     Progress,
@@ -274,6 +277,8 @@ def test_the_v1_result_parses_as_run_result() -> None:
     assert result.model_dump(mode="json") == v1
     with pytest.raises(ValidationError, match="status"):
         RunResult.model_validate({**v1, "status": "done"})
+    # Every status the policy ends a run with, and cancelled; the history's final statuses are these.
+    assert set(get_args(models.RunStatus)) | {"cancelled"} == set(RUN_STATUSES) == set(TERMINAL)
 
 
 def test_progress_reads_both_casings() -> None:

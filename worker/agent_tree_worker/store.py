@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from agent_tree.contract import Step
+from agent_tree.contract import RUN_STATUSES, Step
 from agent_tree_worker import payloads
 from agent_tree_worker.migrate import migrate
 
@@ -32,7 +32,7 @@ RETRYABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now (starting up)
     asyncpg.exceptions.TooManyConnectionsError,
 )
-TERMINAL = ("completed", "failed", "max_steps_reached", "cancelled")
+TERMINAL = RUN_STATUSES
 
 
 async def _init(conn: asyncpg.Connection) -> None:
