@@ -13,6 +13,13 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 LABEL_TREE = "agenttree.io/tree"
 LABEL_AGENT = "agenttree.io/agent"
+# Set by the operator on a finished AgentRun (no TTL) in the same write that releases its finalizer;
+# the operator's AgentRun watch selects ``LABEL_FINISHED!=true``, so finished runs cost it no memory.
+LABEL_FINISHED = "agenttree.io/finished"
+UNFINISHED_SELECTOR = f"{LABEL_FINISHED}!=true"
+CANCEL_ANNOTATION = "agenttree.io/cancel"  # "true" on an AgentRun cancels its workflow
+MANAGED_BY = "agent-tree-operator"
+MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 PART_OF = "agent-tree"
 
 _K8S_NAME_MAX = 63
@@ -48,7 +55,7 @@ def worker_labels(tree: str, agent: str) -> dict[str, str]:
         "app.kubernetes.io/name": "agent-tree-worker",
         "app.kubernetes.io/part-of": PART_OF,
         "app.kubernetes.io/component": "worker",
-        "app.kubernetes.io/managed-by": "agent-tree-operator",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
         "app.kubernetes.io/instance": tree,
         LABEL_TREE: tree,
         LABEL_AGENT: agent,

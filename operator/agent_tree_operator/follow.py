@@ -1,13 +1,19 @@
 """Following one AgentRun from Pending to its final phase (the body of the per-run kopf daemon).
 
+Every pass has the tree path's shape: observe (the tree index, the run's annotations and age, the
+workflow, the progress stream) -> :func:`~agent_tree_operator.reconcile.runs.plan_run` (pure: wait,
+start, cancel, finish, follow) -> act -> ONE status write, decided by
+:func:`~agent_tree_operator.reconcile.runs.plan_write` (pure: the first write when the run starts, then
+at most one per ``AGENT_TREE_STATUS_INTERVAL_MS`` and only on change, and the final write at once).
+
 1. A workflow with the run's id exists already (an operator restart): follow it; its memo says which
    tree revision the run is pinned to.
-2. Otherwise wait for the tree (Pending, with the reason, until the tree exists, is valid and is not
+2. Otherwise wait for the tree (Pending, with the reason, only while the tree is missing, invalid or
    Degraded), then start ``AgentRunWorkflow`` with a snapshot of the tree spec and its revision:
-   editing the tree later never changes this run.
-3. Follow progress (the run's Redis stream; the workflow's ``progress`` query when Redis is away),
-   fold it into the status summary, and write it with coalesced patches: at most one per
-   ``AGENT_TREE_STATUS_INTERVAL_MS`` and only when something changed.
+   editing the tree later never changes this run. A run whose tree is ready starts at once and writes
+   no Pending (the CRD's default status already says Pending).
+3. Follow progress (the run's Redis stream; the workflow's ``progress`` query when Redis is away) and
+   fold it into the status summary.
 4. The final phase comes from the workflow's result (or how it failed / was cancelled).
 5. With ``spec.ttlSecondsAfterFinished``, delete the run that long after it finished.
 
@@ -33,10 +39,18 @@ from agent_tree_operator.adapters.stream import Subscription, step_event
 from agent_tree_operator.adapters.temporal import Outcome
 from agent_tree_operator.handlers.context import OperatorContext
 from agent_tree_operator.reconcile.conditions import now_iso, parse_iso
-from agent_tree_operator.reconcile.runs import Coalescer, K8sEvent, LiveRun, check_tree, status_patch
+from agent_tree_operator.reconcile.runs import (
+    Coalescer,
+    K8sEvent,
+    LiveRun,
+    RunObserved,
+    check_tree,
+    plan_run,
+    plan_write,
+)
 from agent_tree_operator.reconcile.trees import plain
 
-CANCEL_ANNOTATION = "agenttree.io/cancel"
+CANCEL_ANNOTATION = naming.CANCEL_ANNOTATION
 IDLE_TICK = 1.0  # how often an idle follower re-checks the cancel annotation and its deadline
 TREE_RECHECK = 5.0  # a Pending run re-checks its deadline and the cancel annotation this often
 TEMPORAL_CALLS = ("describe the workflow", "start the workflow")
@@ -67,6 +81,8 @@ class RunFollower:
         self.written: dict[str, Any] = plain(body.get("status") or {})
         self.live = LiveRun.from_status(self.written)
         self.coalescer = Coalescer(ctx.config.status_interval)
+        self.due_in: float | None = None  # a change held back by the interval goes out this much later
+        self.started = False
         self.cancel_sent = False
         self.announced = 0  # handoffs already posted as Events (by an earlier operator process)
 
@@ -95,10 +111,12 @@ class RunFollower:
     async def _drive(self) -> None:
         described = await self._retrying("describe the workflow", lambda: self.ctx.temporal.describe(self.workflow_id))
         if described is None:
-            if not await self._start():
+            spec = await self._wait_for_tree()
+            if spec is None or not await self._start(spec):
                 return
         else:
             metrics.RECONCILES.labels(KIND, "resumed").inc()
+            self.started = True
             self.live.running(self.workflow_id, described.revision, None, self._started_at())
             self._track()
             # The stream is replayed from its start: do not announce again the handoffs an earlier
@@ -106,51 +124,51 @@ class RunFollower:
             self.announced = self.live.steps
             await self._write()
         handle = await self._retrying("get the workflow handle", lambda: self.ctx.temporal.handle(self.workflow_id))
-        outcome = await self._follow(handle)
-        await self._finish(outcome)
+        await self._finish(await self._follow(handle))
+
+    # --- observe ------------------------------------------------------------------------------------
+    def _observe(self) -> RunObserved:
+        """What :func:`plan_run` decides on; the tree is looked up only while the run has not started."""
+        created = parse_iso(self.body["metadata"].get("creationTimestamp"))
+        age = (dt.datetime.now(dt.UTC) - created).total_seconds() if created is not None else None
+        tree = None
+        if not self.started:
+            entries = list(self.trees.get((self.namespace, self.tree), [])) if self.trees is not None else []
+            raw = entries[0]["spec"] if entries else None
+            tree = check_tree(self.namespace, self.tree, raw, entries[0].get("status") if entries else None)
+        timeout = self.spec.get("timeoutSeconds")
+        return RunObserved(
+            phase=self.live.phase,
+            started=self.started,
+            cancel_requested=self._cancel_requested(),
+            cancel_sent=self.cancel_sent,
+            age=age,
+            timeout_seconds=int(timeout) if timeout else None,
+            tree=tree,
+        )
 
     # --- waiting for the tree, starting -------------------------------------------------------------
-    async def _start(self) -> bool:
-        """Wait for a valid tree, then start the workflow; False when the run ended before starting."""
-        tree_name = self.spec["treeRef"]["name"]
-        key = (self.namespace, tree_name)
+    async def _wait_for_tree(self) -> Any:
+        """Pending (saying why) until the tree can run this run; its spec, or None when the run ended."""
         while True:
             self._check_stopped()
-            if self._cancel_requested():
-                await self._finish(
-                    Outcome(
-                        phase="Cancelled",
-                        reason="Cancelled",
-                        message=f"cancelled by annotation {CANCEL_ANNOTATION} before it started",
-                    )
-                )
-                return False
-            if self._pending_too_long():
-                await self._finish(
-                    Outcome(
-                        phase="Failed",
-                        reason="Timeout",
-                        message=(
-                            f"still {self.live.reason} after spec.timeoutSeconds={self.spec.get('timeoutSeconds')}: "
-                            f"{self.live.message or ''}"
-                        ),
-                    )
-                )
-                return False
-            entries = list(self.trees.get(key, [])) if self.trees is not None else []
-            raw = entries[0]["spec"] if entries else None
-            tree_status = entries[0].get("status") if entries else None
-            spec, reason, message = check_tree(self.namespace, tree_name, raw, tree_status)
-            if spec is not None:
-                break
-            self.live.pending(reason, message)
+            plan = plan_run(self._observe())
+            if plan.action == "start":
+                return plan.spec
+            if plan.action == "finish":
+                await self._finish(Outcome(phase=plan.phase, reason=plan.reason, message=plan.message))
+                return None
+            self.live.pending(plan.reason, plan.message)  # "wait": the run really waits
             await self._write()
-            await self._wait_tree(key)
+            await self._wait_tree((self.namespace, self.tree))
+
+    async def _start(self, spec: Any) -> bool:
+        """Start the workflow on a snapshot of ``spec``; False when the run ended instead."""
         revision = spec_revision(spec)
         try:
             run = run_input(
                 self.namespace,
-                tree_name,
+                self.tree,
                 spec,
                 name=self.name,
                 uid=self.uid,
@@ -164,13 +182,14 @@ class RunFollower:
         except RunInputError as exc:
             await self._finish(Outcome(phase="Failed", reason="InvalidInput", message=str(exc)))
             return False
-        queue = naming.task_queue(self.namespace, tree_name, spec.root)
+        queue = naming.task_queue(self.namespace, self.tree, spec.root)
         with metrics.reconcile_timer(KIND):
             # Pre-warm: a root agent scaled to zero gets a worker now, not at the next backlog poll.
-            await self.ctx.autoscaler.prewarm(self.namespace, tree_name, spec.root)
+            await self.ctx.autoscaler.prewarm(self.namespace, self.tree, spec.root)
             await self._retrying("start the workflow", lambda: self.ctx.temporal.start_run(run))
         metrics.RUNS_STARTED.inc()
         metrics.RECONCILES.labels(KIND, "started").inc()
+        self.started = True
         self.live.running(self.workflow_id, revision, spec.root, now_iso())
         self._track()
         self._event(
@@ -186,24 +205,19 @@ class RunFollower:
     async def _wait_tree(self, key: tuple[str, str]) -> None:
         waiter = asyncio.ensure_future(self.ctx.signals.wait(key))
         stop = asyncio.ensure_future(self.stopped.wait())
+        timeout = TREE_RECHECK if self.due_in is None else min(TREE_RECHECK, max(self.due_in, 0.01))
         try:
-            await asyncio.wait({waiter, stop}, timeout=TREE_RECHECK, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({waiter, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (waiter, stop):
                 task.cancel()
-
-    def _pending_too_long(self) -> bool:
-        created = parse_iso(self.body["metadata"].get("creationTimestamp"))
-        limit = self.spec.get("timeoutSeconds")
-        if created is None or not limit:
-            return False
-        return dt.datetime.now(dt.UTC) - created > dt.timedelta(seconds=int(limit))
 
     def _started_at(self) -> str:
         return self.live.started_at or now_iso()
 
     # --- following ---------------------------------------------------------------------------------
     async def _follow(self, handle: Any) -> Outcome:
+        """Observe progress -> plan (cancel?) -> act -> one coalesced status write, until the workflow ends."""
         hub = self.ctx.hub
         sub: Subscription | None = hub.subscribe(self.workflow_id) if hub.url else None
         outcome_task = asyncio.ensure_future(self._outcome(handle))
@@ -213,18 +227,8 @@ class RunFollower:
         loop = asyncio.get_running_loop()
         try:
             while not outcome_task.done():
-                if self.stopped.is_set():
-                    raise Stopped
-                if self._cancel_requested() and not self.cancel_sent:
-                    self.cancel_sent = True
-                    await self._retrying("cancel the workflow", lambda: self.ctx.temporal.cancel(self.workflow_id))
-                    self._event(
-                        K8sEvent(
-                            "Normal",
-                            "CancelRequested",
-                            f"annotation {CANCEL_ANNOTATION}=true: workflow cancellation requested",
-                        )
-                    )
+                self._check_stopped()
+                # observe
                 if getter is not None and getter.done():
                     self._apply_step(*getter.result())
                     getter = None
@@ -233,19 +237,19 @@ class RunFollower:
                         self._apply_step(*sub.queue.get_nowait())
                 if not hub.available and loop.time() >= next_poll:
                     next_poll = loop.time() + self.coalescer.interval
-                    before = self.live.current_agent
-                    for event in self.live.apply_progress(await self.ctx.temporal.progress(handle)):
-                        self._event(event)
-                    if self.live.current_agent != before:
-                        self.ctx.autoscaler.prewarm_soon(self.namespace, self.tree, self.live.current_agent)
-                    self._track()
-                await self._write(final=False)
+                    await self._poll_progress(handle)
+                # plan -> act
+                plan = plan_run(self._observe())
+                if plan.action == "cancel":
+                    self.cancel_sent = True
+                    await self._retrying("cancel the workflow", lambda: self.ctx.temporal.cancel(self.workflow_id))
+                    self._event(K8sEvent("Normal", plan.reason, plan.message))
+                # one status write
+                await self._write()
                 if sub is not None and getter is None:
                     getter = asyncio.ensure_future(sub.queue.get())
                 waits = {outcome_task, stop_task} | ({getter} if getter is not None else set())
-                timeout = IDLE_TICK
-                if self._dirty():
-                    timeout = min(timeout, max(self.coalescer.wait_time(loop.time()), 0.01))
+                timeout = IDLE_TICK if self.due_in is None else min(IDLE_TICK, max(self.due_in, 0.01))
                 if not hub.available:
                     timeout = min(timeout, max(next_poll - loop.time(), 0.01))
                 await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -266,6 +270,15 @@ class RunFollower:
                     await outcome_task
             if sub is not None:
                 hub.unsubscribe(sub)
+
+    async def _poll_progress(self, handle: Any) -> None:
+        """Redis away: ask the workflow itself where it is."""
+        before = self.live.current_agent
+        for event in self.live.apply_progress(await self.ctx.temporal.progress(handle)):
+            self._event(event)
+        if self.live.current_agent != before:
+            self.ctx.autoscaler.prewarm_soon(self.namespace, self.tree, self.live.current_agent)
+        self._track()
 
     async def _outcome(self, handle: Any) -> Outcome:
         delays = iter(RETRY)
@@ -332,32 +345,32 @@ class RunFollower:
             "delete the finished run", lambda: self.ctx.kube.delete("agentruns", self.namespace, self.name, self.uid)
         )
 
-    # --- status writes -----------------------------------------------------------------------------
+    # --- the one status write of a pass ----------------------------------------------------------------
     def _desired(self) -> dict[str, Any]:
         cfg = self.ctx.config
         return self.live.status(answer_max=cfg.answer_max_chars, max_bytes=cfg.status_max_bytes)
 
-    def _dirty(self) -> bool:
-        return status_patch(self.written, self._desired()) is not None
-
-    async def _write(self, final: bool = True) -> None:
-        """Write the summary if it changed; non-final writes wait for the coalescing interval."""
-        generation = self.body["metadata"].get("generation")
-        patch = status_patch(self.written, self._desired(), generation=generation)
-        if patch is None:
-            return
+    async def _write(self, final: bool = False, retry: bool = True) -> None:
+        """Write the summary as :func:`plan_write` decides (now, later, or not at all)."""
         loop = asyncio.get_running_loop()
-        wait = self.coalescer.wait_time(loop.time())
-        if wait > 0:
-            if not final:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopped.wait(), timeout=wait)
-            self._check_stopped()
-        result = await self._retrying(
-            "write the status",
-            lambda: self.ctx.kube.patch_status("agentruns", self.namespace, self.name, patch),
+        plan = plan_write(
+            self.written,
+            self._desired(),
+            final=final,
+            now=loop.time(),
+            last_write=self.coalescer.last_write,
+            interval=self.coalescer.interval,
+            generation=self.body["metadata"].get("generation"),
         )
+        self.due_in = plan.due_in
+        if plan.patch is None:
+            return
+        patch = plan.patch
+
+        async def call() -> Any:
+            return await self.ctx.kube.patch_status("agentruns", self.namespace, self.name, patch)
+
+        result = await (self._retrying("write the status", call) if retry else call())
         self.coalescer.wrote(loop.time())
         if result is None:
             raise Stopped  # the run is gone (deleted, or re-created under the same name)
@@ -393,18 +406,10 @@ class RunFollower:
                     "cannot %s for %s/%s (%s); retrying in %ss", what, self.namespace, self.name, exc, delay
                 )
                 if self.live.phase == "Pending" and what in TEMPORAL_CALLS:
-                    # Say why the run does not start; a failed status write here is retried later.
+                    # The run really waits: say why (a failed write here is retried on the next pass).
                     address = self.ctx.config.settings.temporal_address
                     self.live.pending("TemporalUnavailable", f"waiting for Temporal at {address}: {exc}"[:300])
                     with contextlib.suppress(Exception):
-                        await self.ctx.kube.patch_status(
-                            "agentruns",
-                            self.namespace,
-                            self.name,
-                            status_patch(
-                                self.written, self._desired(), generation=self.body["metadata"].get("generation")
-                            )
-                            or {},
-                        )
+                        await self._write(retry=False)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopped.wait(), timeout=delay)

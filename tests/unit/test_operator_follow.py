@@ -386,3 +386,20 @@ async def test_degraded_tree_keeps_the_run_pending_quoting_the_tree_then_it_star
     ctx.temporal.result.set_result(Outcome(result=RESULT))
     await asyncio.wait_for(task, 5)
     assert ctx.kube.status["phase"] == "Succeeded"
+
+
+async def test_a_run_shorter_than_the_interval_writes_running_then_final_and_nothing_else():
+    """Issue 11 item 5: no Pending write when the tree is ready, Running first, the final write at once."""
+    ctx, _body, _stopped, follower = make(interval_ms=5000)
+    task = asyncio.create_task(follower.run())
+    await until(lambda: ctx.temporal.started and ctx.hub.subs, "the workflow start")
+    for agent in ("a", "sup", "a"):
+        ctx.hub.push({"type": "agent_start", "agent": agent})
+        ctx.hub.push({"type": "handoff", "agent": agent, "to_agent": "sup", "status": "ok", "summary": "s"})
+        await asyncio.sleep(0.05)
+    began = time.monotonic()
+    ctx.temporal.result.set_result(Outcome(result=RESULT))
+    await asyncio.wait_for(task, 5)
+    assert time.monotonic() - began < 1.0  # the final write did not wait for the 5 s interval
+    assert [p["phase"] for p in ctx.kube.patches] == ["Running", "Succeeded"]
+    assert ctx.kube.patches[0]["currentAgent"] == "sup"

@@ -12,10 +12,13 @@ from agent_tree_operator.reconcile.conditions import get
 from agent_tree_operator.reconcile.runs import (
     Coalescer,
     LiveRun,
+    RunObserved,
     bounded,
     check_tree,
     format_duration,
     initial_status,
+    plan_run,
+    plan_write,
     status_patch,
 )
 from platformlib import built_tool
@@ -191,6 +194,155 @@ def test_coalescer():
     c.wrote(10.0)
     assert c.wait_time(10.25) == pytest.approx(0.75)
     assert c.wait_time(11.5) == 0
+
+
+# --- plan_write: the coalescing plan (pure) --------------------------------------------------------
+
+CREATED = initial_status()  # what a brand-new run reads: the CRD's default status
+
+
+def at(phase: str, agent: str = "supervisor", steps: int = 0) -> dict:
+    live = running()
+    live.current_agent, live.steps = agent, steps
+    if phase == "Succeeded":
+        live.finish_with_result({"status": "completed", "answer": "ok", "final_agent": agent, "steps": steps}, LATER)
+    return status(live)
+
+
+RUNNING, TRIAGE, DONE = at("Running"), at("Running", "triage", 1), at("Succeeded", "verifier", 3)
+
+
+def pending(reason: str) -> dict:
+    live = LiveRun()
+    live.pending(reason, f"waiting: {reason}")
+    return status(live)
+
+
+PENDING, PENDING_DEGRADED = pending("TreeNotFound"), pending("TreeDegraded")
+
+
+@pytest.mark.parametrize(
+    ("case", "written", "desired", "final", "now", "last_write", "write", "due_in"),
+    [
+        ("first write when the run starts: at once", CREATED, RUNNING, False, 5.0, None, True, None),
+        ("Pending (waited) -> Running: at once", PENDING, RUNNING, False, 5.1, 5.0, True, None),
+        ("Pending reason changes inside the interval: waits", PENDING, PENDING_DEGRADED, False, 5.1, 5.0, False, 0.9),
+        ("nothing changed: no write", RUNNING, RUNNING, False, 9.0, 5.0, False, None),
+        ("nothing changed, even the final pass: no write", DONE, DONE, True, 5.1, 5.0, False, None),
+        ("a change inside the interval waits", RUNNING, TRIAGE, False, 5.3, 5.0, False, 0.7),
+        ("a change once the interval passed: at once", RUNNING, TRIAGE, False, 6.0, 5.0, True, None),
+        ("the final write never waits for the interval", RUNNING, DONE, True, 5.1, 5.0, True, None),
+        ("the final write after a held-back change: one write", RUNNING, DONE, True, 5.9, 5.0, True, None),
+    ],
+)
+def test_plan_write_table(case, written, desired, final, now, last_write, write, due_in):
+    plan = plan_write(written, desired, final=final, now=now, last_write=last_write, interval=1.0, generation=1)
+    assert (plan.patch is not None) == write, case
+    assert plan.due_in == (pytest.approx(due_in) if due_in is not None else None), case
+    if write:
+        assert {**written, **plan.patch}["phase"] == desired["phase"], case
+
+
+def test_a_run_shorter_than_the_interval_writes_twice_and_its_end_is_not_delayed():
+    """Replays a ~0.5 s run (interval 1 s) through plan_write, pass by pass, as the follower does."""
+    written, last, writes = dict(CREATED), None, []
+    timeline = [  # (monotonic time, summary, final)
+        (0.00, RUNNING, False),
+        (0.10, TRIAGE, False),
+        (0.20, at("Running", "invoice-specialist", 2), False),
+        (0.35, at("Running", "verifier", 2), False),
+        (0.50, DONE, True),
+    ]
+    for now, desired, final in timeline:
+        plan = plan_write(written, desired, final=final, now=now, last_write=last, interval=1.0, generation=1)
+        if plan.patch is not None:
+            written.update(plan.patch)
+            last = now
+            writes.append((now, written["phase"]))
+    assert writes == [(0.0, "Running"), (0.5, "Succeeded")]
+    assert written["currentAgent"] == "verifier" and written["steps"] == 3
+
+
+def test_a_long_run_writes_at_most_once_per_interval_on_change():
+    written, last, writes = dict(CREATED), None, 0
+    agents = ["triage", "invoice-specialist", "verifier"]
+    for tick in range(100):  # 10 s of progress every 0.1 s, interval 1 s
+        now = tick / 10
+        plan = plan_write(
+            written, at("Running", agents[tick % 3], tick), final=False, now=now, last_write=last, interval=1.0
+        )
+        if plan.patch is not None:
+            written.update(plan.patch)
+            last = now
+            writes += 1
+    assert 9 <= writes <= 11  # one per interval, never one per step (100 steps)
+
+
+# --- plan_run: observed -> what to do (pure) --------------------------------------------------------
+
+TREE_OK = ("<spec>", "TreeResolved", "")
+TREE_MISSING = (None, "TreeNotFound", "AgentTree 'invoice' not found (spec.treeRef.name)")
+TREE_DEGRADED = (None, "TreeDegraded", "AgentTree 'invoice' is Degraded (WorkersRefused): ...")
+
+
+@pytest.mark.parametrize(
+    ("case", "observed", "action", "reason", "phase"),
+    [
+        ("tree ready: start at once", RunObserved(tree=TREE_OK, age=0.2), "start", "", None),
+        ("tree missing: wait, saying why", RunObserved(tree=TREE_MISSING, age=1), "wait", "TreeNotFound", None),
+        ("tree degraded: wait", RunObserved(tree=TREE_DEGRADED, age=1), "wait", "TreeDegraded", None),
+        (
+            "cancel annotation before the start: Cancelled",
+            RunObserved(tree=TREE_MISSING, cancel_requested=True),
+            "finish",
+            "Cancelled",
+            "Cancelled",
+        ),
+        (
+            "pending past timeoutSeconds: Failed Timeout",
+            RunObserved(tree=TREE_MISSING, age=61, timeout_seconds=60),
+            "finish",
+            "Timeout",
+            "Failed",
+        ),
+        (
+            "deadline passed even if the tree is ready now",
+            RunObserved(tree=TREE_OK, age=61, timeout_seconds=60),
+            "finish",
+            "Timeout",
+            "Failed",
+        ),
+        ("within timeoutSeconds: wait", RunObserved(tree=TREE_MISSING, age=59, timeout_seconds=60), "wait", "", None),
+        ("started: follow", RunObserved(phase="Running", started=True), "follow", "", None),
+        (
+            "started + cancel annotation: cancel the workflow once",
+            RunObserved(phase="Running", started=True, cancel_requested=True),
+            "cancel",
+            "CancelRequested",
+            None,
+        ),
+        (
+            "cancel already sent: follow",
+            RunObserved(phase="Running", started=True, cancel_requested=True, cancel_sent=True),
+            "follow",
+            "",
+            None,
+        ),
+        ("finished: nothing to do", RunObserved(phase="Succeeded", started=True), "done", "", None),
+    ],
+)
+def test_plan_run_table(case, observed, action, reason, phase):
+    plan = plan_run(observed)
+    assert plan.action == action, case
+    if reason:
+        assert plan.reason == reason, case
+    assert plan.phase == phase, case
+    if action == "start":
+        assert plan.spec == "<spec>"
+    if action == "wait":
+        assert plan.message == observed.tree[2]  # the reason a run waits is shown to the user
+    if reason == "Timeout":
+        assert "spec.timeoutSeconds=60" in plan.message
 
 
 def test_check_tree():

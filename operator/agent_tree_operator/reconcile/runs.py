@@ -3,9 +3,13 @@
 A run's status is a SUMMARY (a few KB at most): phase, current agent, steps, a short answer, a small
 result, the plan, token usage, timestamps and conditions. The full history lives in PostgreSQL.
 :class:`LiveRun` folds progress (Redis stream events or the workflow's ``progress`` query) into that
-summary; :func:`status_patch` turns it into a JSON merge patch holding only what changed; and
-:class:`Coalescer` decides when a patch may go out (at most one per interval per run, never one per
-step).
+summary; :func:`status_patch` turns it into a JSON merge patch holding only what changed.
+
+The run path has the tree path's shape (``reconcile/trees.py`` ``plan_tree``): the follower observes
+(the tree index, the run's annotations, the workflow, the progress stream) into a :class:`RunObserved`,
+:func:`plan_run` decides what to do (wait, start, cancel, finish, keep following), the follower acts,
+and :func:`plan_write` decides the ONE status write of that pass: the first write when the run starts,
+then at most one per interval and only on change, and the final write at once.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent_tree import naming
 from agent_tree.durations import format_duration
 from agent_tree_operator.reconcile.conditions import (
     condition,
@@ -27,6 +32,7 @@ from agent_tree_operator.reconcile.conditions import (
 from agent_tree_operator.reconcile.trees import parse_spec
 
 FINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
+CANCEL_ANNOTATION = naming.CANCEL_ANNOTATION
 EVENT_MESSAGE_MAX = 300
 
 # SupervisorResult.status -> (phase, reason)
@@ -311,25 +317,139 @@ def status_patch(
 
 
 class Coalescer:
-    """At most one status write per ``interval`` seconds for one run; the final write is never dropped.
-
-    The bound: a run of duration T writes at most ``2 + ceil(T / interval)`` progress patches (the
-    first Pending/Running write, one per interval while something changed, and the final one) and
-    never more than the number of distinct summaries it went through.
-    """
+    """When the last status write of one run went out (a monotonic clock), for :func:`plan_write`."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.last_write: float | None = None
 
     def wait_time(self, now: float) -> float:
-        """Seconds until the next write is allowed (0 = now)."""
+        """Seconds until the next progress write is allowed (0 = now)."""
         if self.last_write is None:
             return 0.0
         return max(0.0, self.last_write + self.interval - now)
 
     def wrote(self, now: float) -> None:
         self.last_write = now
+
+
+@dataclass(frozen=True)
+class WritePlan:
+    """The status write of one pass: ``patch`` to send now (None: nothing now), and when a change
+    held back by the interval may go out (``due_in`` seconds; None: nothing is held back)."""
+
+    patch: dict[str, Any] | None = None
+    due_in: float | None = None
+
+
+def plan_write(
+    written: Mapping[str, Any] | None,
+    desired: Mapping[str, Any],
+    *,
+    final: bool,
+    now: float,
+    last_write: float | None,
+    interval: float,
+    generation: int | None = None,
+    stamp: str | None = None,
+) -> WritePlan:
+    """Coalescing, pure: whether the summary ``desired`` is written now, later, or not at all.
+
+    - nothing changed (:func:`status_patch` is None): no write;
+    - the first write of this follower, a new phase (the run starts: Running with its current agent;
+      it finishes) and the final write go out at once: a run shorter than ``interval`` writes twice
+      in all (Running, then its final phase), a run that waited for its tree three times (Pending
+      with the reason, Running, final), and neither its start nor its end is delayed by the interval;
+    - any other change waits until ``interval`` seconds after the last write; changes meanwhile fold
+      into that one write, so a run of duration T writes at most ``2 + T / interval`` times and never
+      once per step.
+
+    Args:
+        written: the status last written (or read from the object).
+        desired: the summary to reach (:meth:`LiveRun.status`).
+        final: the run has finished (this is its last write).
+        now: a monotonic clock reading; ``last_write`` is on the same clock (None: no write yet).
+        interval: ``AGENT_TREE_STATUS_INTERVAL_MS`` in seconds.
+        generation: the run's ``metadata.generation`` (written as ``observedGeneration``).
+        stamp: the RFC 3339 time of changed conditions (default: now).
+    """
+    patch = status_patch(written, desired, now=stamp, generation=generation)
+    if patch is None:
+        return WritePlan()
+    if final or last_write is None or "phase" in patch or now - last_write >= interval:
+        return WritePlan(patch=patch)
+    return WritePlan(due_in=last_write + interval - now)
+
+
+@dataclass(frozen=True)
+class RunObserved:
+    """What the follower observed before deciding; :func:`plan_run` reads nothing else.
+
+    Attributes:
+        phase: the run's phase as the follower knows it (``LiveRun.phase``).
+        started: the run's workflow exists (started by this follower or found after a restart).
+        cancel_requested: the annotation ``agenttree.io/cancel`` is ``"true"``.
+        cancel_sent: this follower already asked Temporal to cancel the workflow.
+        age: seconds since the run was created (None: unknown).
+        timeout_seconds: ``spec.timeoutSeconds`` (None or 0: no deadline before the start).
+        tree: :func:`check_tree`'s answer ``(spec, reason, message)`` (only read before the start).
+    """
+
+    phase: str = "Pending"
+    started: bool = False
+    cancel_requested: bool = False
+    cancel_sent: bool = False
+    age: float | None = None
+    timeout_seconds: int | None = None
+    tree: tuple[Any, str, str] | None = None
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What to do next: ``action`` is one of
+
+    - ``"wait"``: stay Pending with ``reason`` / ``message`` (the tree is missing, invalid or Degraded);
+    - ``"start"``: start the workflow on ``spec`` (the validated tree spec to snapshot);
+    - ``"finish"``: end the run now as ``phase`` with ``reason`` / ``message`` (it never started);
+    - ``"cancel"``: ask Temporal to cancel the running workflow, then keep following;
+    - ``"follow"``: keep following the workflow;
+    - ``"done"``: the run has finished; nothing left to do.
+    """
+
+    action: str
+    reason: str = ""
+    message: str = ""
+    phase: str | None = None
+    spec: Any = None
+
+
+def plan_run(observed: RunObserved) -> RunPlan:
+    """observed -> what to do (pure; the follower acts on it and then writes the status once)."""
+    if observed.phase in FINAL_PHASES:
+        return RunPlan("done")
+    if observed.started:
+        if observed.cancel_requested and not observed.cancel_sent:
+            return RunPlan(
+                "cancel", "CancelRequested", f"annotation {CANCEL_ANNOTATION}=true: workflow cancellation requested"
+            )
+        return RunPlan("follow")
+    if observed.cancel_requested:
+        return RunPlan(
+            "finish", "Cancelled", f"cancelled by annotation {CANCEL_ANNOTATION} before it started", phase="Cancelled"
+        )
+    spec, reason, message = observed.tree or (None, "TreeNotFound", "the tree was not looked up")
+    if observed.timeout_seconds and observed.age is not None and observed.age > observed.timeout_seconds:
+        # Also when the tree just became ready: the run's deadline passed before it could start.
+        return RunPlan(
+            "finish",
+            "Timeout",
+            f"still {reason if spec is None else 'Pending'} after spec.timeoutSeconds={observed.timeout_seconds}: "
+            f"{message}",
+            phase="Failed",
+        )
+    if spec is None:
+        return RunPlan("wait", reason, message)
+    return RunPlan("start", spec=spec)
 
 
 def check_tree(
