@@ -16,12 +16,14 @@ import sys
 from datetime import timedelta
 from typing import Any
 
+from agent_tree.contract import RunInput, RunInputError, run_input
 from agent_tree.settings import Settings, SettingsError
 from agent_tree.unavailable import POSTGRES, REDIS, TEMPORAL, ServiceUnavailable
 from agent_tree_worker import listing
 
 CLI_RETRY_SECONDS = 3.0  # a command retries PostgreSQL this long (workers: 30 s per query)
 TEMPORAL_CONNECT_SECONDS = 10.0
+DEFAULT_TIMEOUT: int = RunInput.model_fields["timeout_seconds"].default  # an AgentRun's default too
 
 
 def parse_duration(text: str) -> timedelta:
@@ -138,39 +140,54 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0 if status in (None, "completed", "running") else 1
 
 
+class SubmitError(ValueError):
+    """``agent-tree submit`` cannot build the run from its options and file; the message says why."""
+
+
+def submit_input(args: argparse.Namespace, tree: Any, runs: list[Any], uid: str) -> RunInput:
+    """The run ``agent-tree submit`` starts: the same input the operator builds from an AgentRun.
+
+    With an AgentRun in the file, its input and context (unless ``--input`` replaces the request),
+    ``maxSteps``, ``timeoutSeconds`` and ``budgets`` apply; ``--max-steps`` / ``--timeout`` override them.
+
+    Raises:
+        SubmitError: no ``--input`` and no AgentRun in the file.
+        agent_tree.contract.RunInputError: the input is over the AgentRun limit.
+    """
+    run = runs[0].spec if runs else None
+    text = args.input if args.input is not None else (run.input if run else None)
+    if text is None:
+        raise SubmitError(f"--input is required ({args.file} holds no AgentRun)")
+    timeout = args.timeout if args.timeout is not None else (run.timeoutSeconds if run else DEFAULT_TIMEOUT)
+    return run_input(
+        args.namespace or tree.metadata.namespace or "default",
+        tree.metadata.name,
+        tree.spec,
+        name=args.name or (runs[0].metadata.name if runs else f"{tree.metadata.name}-run"),
+        uid=uid,
+        input=text,
+        context=dict(run.context) if run and args.input is None else {},
+        max_steps=args.max_steps if args.max_steps is not None else (run.maxSteps if run else None),
+        timeout_seconds=timeout,
+        budgets=run.budgets.model_dump(exclude_none=True) if run and run.budgets else None,
+    )
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     import uuid
 
     from agent_tree.cli import load_tree
-    from agent_tree.contract import RunInputError, run_input
     from agent_tree.contract.temporal import connect, run_result, start_run
 
     tree, runs = load_tree(args.file)
-    text = args.input if args.input is not None else (runs[0].spec.input if runs else None)
-    if text is None:
-        print(f"error: --input is required ({args.file} holds no AgentRun)", file=sys.stderr)
+    try:
+        inp = submit_input(args, tree, runs, args.uid or uuid.uuid4().hex[:12])
+    except (SubmitError, RunInputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    context: dict[str, Any] = dict(runs[0].spec.context) if runs and args.input is None else {}
     settings = Settings.from_env()
-    namespace = args.namespace or tree.metadata.namespace or "default"
-    name = args.name or (runs[0].metadata.name if runs else f"{tree.metadata.name}-run")
 
     async def go() -> int:
-        try:
-            inp = run_input(
-                namespace,
-                tree.metadata.name,
-                tree.spec,
-                name=name,
-                uid=args.uid or uuid.uuid4().hex[:12],
-                input=text,
-                context=context,
-                max_steps=args.max_steps,
-                timeout_seconds=args.timeout,
-            )
-        except RunInputError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
         try:
             client = await asyncio.wait_for(
                 connect(settings.temporal_address, settings.temporal_namespace),
@@ -290,8 +307,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     sb.add_argument("--namespace", help="namespace of the run (default: the tree's, else 'default')")
     sb.add_argument("--name", help="run name (default: the AgentRun's, else <tree>-run)")
     sb.add_argument("--uid", help="run uid (default: random); the same uid attaches to the same run")
-    sb.add_argument("--max-steps", type=int)
-    sb.add_argument("--timeout", type=int, default=3600, help="seconds (default 3600)")
+    sb.add_argument("--max-steps", type=int, help="default: the AgentRun's spec.maxSteps, else the tree's")
+    sb.add_argument(
+        "--timeout", type=int, help=f"seconds (default: the AgentRun's spec.timeoutSeconds, else {DEFAULT_TIMEOUT})"
+    )
     sb.add_argument("--wait", action="store_true", help="wait for the result and print it")
     sb.set_defaults(func=_guard(cmd_submit))
 
