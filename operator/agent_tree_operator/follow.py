@@ -33,7 +33,7 @@ from typing import Any
 import kopf
 
 from agent_tree import naming
-from agent_tree.contract import RunInputError, run_input, spec_revision
+from agent_tree.contract import AGENT_START, RUN_END, RunInputError, run_input, spec_revision
 from agent_tree_operator import metrics
 from agent_tree_operator.adapters.stream import Subscription, step_event
 from agent_tree_operator.adapters.temporal import Outcome
@@ -295,14 +295,14 @@ class RunFollower:
                 await asyncio.sleep(delay)
 
     def _apply_step(self, entry_id: str, step: Mapping[str, Any]) -> None:
-        if step.get("type") == "run_end":
+        if step.get("type") == RUN_END:
             return  # the result comes from the workflow itself
         event_ = step_event(dict(step))
         for event in self.live.apply_event(event_, entry_id):
             if event.reason == "Handoff" and self.live.handoffs <= self.announced:
                 continue
             self._event(event)
-        if event_.get("type") == "agent_start":
+        if event_.get("type") == AGENT_START:
             # A turn of this agent is queued: give it a worker now if it is scaled to zero.
             self.ctx.autoscaler.prewarm_soon(self.namespace, self.tree, event_.get("agent"))
             self._track()

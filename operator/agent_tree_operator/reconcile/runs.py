@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent_tree import naming
+from agent_tree.contract import AGENT_START, HANDOFF
 from agent_tree.durations import format_duration
 from agent_tree_operator.reconcile.conditions import (
     condition,
@@ -168,9 +169,9 @@ class LiveRun:
         kind = event.get("type")
         agent = event.get("agent")
         out: list[K8sEvent] = []
-        if kind == "agent_start" and agent:
+        if kind == AGENT_START and agent:
             self.current_agent = str(agent)
-        elif kind == "handoff":
+        elif kind == HANDOFF:
             self.handoffs += 1
             self.steps = max(self.steps, self.handoffs)  # a replayed stream never counts a step twice
             target = event.get("to_agent") or "supervisor"
