@@ -1,11 +1,12 @@
 """Record Temporal histories of real runs for the replay tests (tests/unit/test_replay.py).
 
-    .venv/bin/python hack/record_histories.py OUT_DIR
+    .venv/bin/python hack/record_histories.py OUT_DIR [SCENARIO ...]
 
 Starts private Temporal, PostgreSQL and Redis instances (tests/integration/services.py), runs four
 scenarios with one in-process worker per agent — the invoice example, an LLM tree with tool calls
 against the local OpenAI-compatible test server, an LLM tree whose agents call agents as tools
-(``nested-tools``), and a run cancelled while a tool call is held — and
+(``nested-tools``), a run cancelled while a tool call is held, and the invoice run continuing as new
+after every root turn (``continued``, every run of the chain) — and
 writes each workflow history of each run (the run's workflow and, on engines that have them, its
 child workflows) as Temporal's JSON to ``OUT_DIR/<scenario>/<n>-<workflow type>.json``.
 
@@ -56,11 +57,28 @@ async def histories(client: Client, workflow_id: str) -> list[tuple[str, Any]]:
     return out
 
 
-async def write(client: Client, out: Path, scenario: str, workflow_id: str) -> None:
+async def chain(client: Client, workflow_id: str, first_run_id: str) -> list[tuple[str, Any]]:
+    """Every run of a workflow that continued as new, first to last."""
+    out: list[tuple[str, Any]] = []
+    run_id: str | None = first_run_id
+    while run_id:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        out.append((history.events[0].workflow_execution_started_event_attributes.workflow_type.name, history))
+        last = history.events[-1]
+        run_id = (
+            last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+            if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+            else None
+        )
+    return out
+
+
+async def write(client: Client, out: Path, scenario: str, workflow_id: str, first_run_id: str | None = None) -> None:
     folder = out / scenario
     folder.mkdir(parents=True, exist_ok=True)
     ids = {}
-    for i, (kind, history) in enumerate(await histories(client, workflow_id)):
+    found = await (chain(client, workflow_id, first_run_id) if first_run_id else histories(client, workflow_id))
+    for i, (kind, history) in enumerate(found):
         (folder / f"{i:02d}-{kind}.json").write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
         ids[f"{i:02d}-{kind}"] = history.workflow_id  # replay needs the id: child ids derive from it
     (folder / "workflow_ids.json").write_text(json.dumps(ids, indent=1) + "\n")
@@ -68,15 +86,24 @@ async def write(client: Client, out: Path, scenario: str, workflow_id: str) -> N
 
 
 async def run_and_record(
-    client: Client, out: Path, scenario: str, spec: Any, tree: str, question: str, urls: tuple[str, str]
+    client: Client,
+    out: Path,
+    scenario: str,
+    spec: Any,
+    tree: str,
+    question: str,
+    urls: tuple[str, str],
+    continue_after_events: int | None = None,
 ) -> None:
     namespace = unique(scenario)
     queues = [naming.task_queue(namespace, tree, a.name) for a in spec.agents]
     async with in_process_workers(client, queues, *urls):
         inp = run_input(namespace, tree, spec, name=unique("run"), uid=uuid.uuid4().hex[:8], input=question)
+        if continue_after_events:
+            inp = inp.model_copy(update={"continue_after_events": continue_after_events})
         handle = await start_run(client, inp)
         await asyncio.wait_for(handle.result(), 120)
-    await write(client, out, scenario, handle.id)
+    await write(client, out, scenario, handle.id, handle.first_execution_run_id if continue_after_events else None)
 
 
 def nested_tools_spec(server: FakeOpenAI) -> Any:
@@ -108,7 +135,7 @@ def nested_tools_spec(server: FakeOpenAI) -> Any:
     )
 
 
-async def main(out: Path) -> None:
+async def main(out: Path, only: set[str]) -> None:
     import test_durable_failures as failures
     import test_durable_llm as llm
 
@@ -125,7 +152,13 @@ async def main(out: Path) -> None:
         await store.close()
         client = await connect(temporal.address)
         tree, _ = load_tree(str(REPO / "examples" / "invoice" / "agenttree.yaml"))
-        await run_and_record(client, out, "invoice", tree.spec, "invoice", "Why was invoice #4821 rejected?", urls)
+        question = "Why was invoice #4821 rejected?"
+        if not only or "invoice" in only:
+            await run_and_record(client, out, "invoice", tree.spec, "invoice", question, urls)
+        if not only or "continued" in only:  # continues as new after each root turn (engine v2 and later)
+            await run_and_record(client, out, "continued", tree.spec, "invoice", question, urls, 10)
+        if only and not only & {"llm-tools", "nested-tools", "cancelled"}:
+            return
 
         with FakeOpenAI() as server:
             llm.script(server, "replay", [*llm.TOOL_TURNS, {"content": json.dumps(llm.GOOD)}], [])
@@ -152,6 +185,6 @@ async def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) < 2:
         sys.exit(__doc__)
-    asyncio.run(main(Path(sys.argv[1]).resolve()))
+    asyncio.run(main(Path(sys.argv[1]).resolve(), set(sys.argv[2:])))

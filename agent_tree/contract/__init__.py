@@ -16,6 +16,7 @@ are still going (``tests/unit/test_replay.py``).
 from __future__ import annotations
 
 from agent_tree.contract.run import (
+    RESUME_FIELDS,
     RUN_STATUSES,
     Progress,
     RunInput,
@@ -86,6 +87,7 @@ __all__ = [
     "PYTHON_TURN",
     "REASONING",
     "RECORD_STEPS",
+    "RESUME_FIELDS",
     "RUN_END",
     "RUN_STATUSES",
     "RUN_WORKFLOW",

@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any, Literal, get_args
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_serializer
 
 from agent_tree.spec import MAX_INPUT_CHARS, AgentTreeSpec
 
@@ -23,6 +23,10 @@ RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 
 class RunInputError(ValueError):
     """A run that cannot be started as given; the message names the field."""
+
+
+RESUME_FIELDS = ("continue_after_events", "resume")
+"""RunInput fields a run's JSON carries only when set."""
 
 
 class RunInput(BaseModel):
@@ -41,6 +45,20 @@ class RunInput(BaseModel):
     max_steps: int | None = None
     timeout_seconds: int = 3600
     budgets: dict[str, Any] | None = None
+    # Engine v2, continue-as-new between the root's turns (docs/durable-runs.md, "History size"); absent
+    # from the JSON while unset, so a run that never continues has v1's input byte for byte.
+    continue_after_events: int | None = None
+    """History length at which the run continues as new before its next root turn (None: 10,000)."""
+    resume: dict[str, Any] | None = None
+    """Set only by the workflow itself when it continues as new: the run's state at a turn boundary."""
+
+    @model_serializer(mode="wrap")
+    def _without_unset_engine_fields(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        for key in RESUME_FIELDS:
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class Progress(BaseModel):
@@ -94,6 +112,7 @@ def run_input(
     timeout_seconds: int = 3600,
     budgets: dict[str, Any] | None = None,
     revision: str | None = None,
+    continue_after_events: int | None = None,
 ) -> RunInput:
     """The workflow input of a run, with the tree spec snapshotted (a later tree edit never changes it).
 
@@ -101,6 +120,8 @@ def run_input(
         namespace, tree, name, uid: the AgentRun (the workflow id derives from namespace, name, uid).
         spec: the tree spec; a dict is validated as an ``AgentTreeSpec`` first.
         revision: the spec's revision when the caller computed it already (else :func:`spec_revision`).
+        continue_after_events: history length at which the run continues as new between two root
+            turns (None: the engine's default, 10,000 events; tests and benchmarks lower it).
 
     Raises:
         RunInputError: the input is over the AgentRun limit (it would not fit in Temporal history).
@@ -127,4 +148,5 @@ def run_input(
         max_steps=max_steps,
         timeout_seconds=timeout_seconds,
         budgets=budgets,
+        continue_after_events=continue_after_events,
     )

@@ -7,9 +7,12 @@ import json
 from typing import Any
 
 import pytest
+from agent_tree_worker.store import HistoryStore
 from durable_support import run_durable, tree_spec, unique
 from fake_openai import FakeOpenAI
 from temporalio.client import Client
+
+from agent_tree.cli import load_tree
 
 pytestmark = pytest.mark.integration
 
@@ -78,3 +81,28 @@ async def test_run_with_500_tool_calls_completes_and_its_history_stays_bounded(
     assert per_call_events < 7
     assert events_n < 51_200 // 10
     assert bytes_n < 50 * 1024 * 1024 // 10
+
+
+async def test_a_run_continues_as_new_between_root_turns_on_real_workers(
+    client: Client, database_url: str, redis_url: str
+) -> None:
+    """The invoice tree (3 root turns) with the threshold at 10 events: the run continues as new after
+    each turn, on the real workers, and ends as one run: same answer as without, every step once."""
+
+    tree, _ = load_tree("examples/invoice/agenttree.yaml")
+    question = "Why was invoice #4821 rejected?"
+    kw = {"tree": "invoice", "user_input": question, "database_url": database_url, "redis_url": redis_url}
+    _, plain = await run_durable(client, tree.spec, namespace=unique("plain"), **kw)
+    handle, continued = await run_durable(client, tree.spec, namespace=unique("can"), continue_after_events=10, **kw)
+    assert continued["status"] == plain["status"] == "completed"
+    assert (continued["answer"], continued["steps"]) == (plain["answer"], plain["steps"])
+    runs = [w async for w in client.list_workflows(f"WorkflowId = '{handle.id}'")]
+    assert len(runs) == 3, "one run per root turn: continued as new twice"
+    store = HistoryStore(database_url)
+    try:
+        steps = await store.steps(handle.id)
+    finally:
+        await store.close()
+    kinds = [(s["type"], s["agent"]) for s in steps]
+    assert kinds.count(("agent_start", "supervisor")) == 1 and kinds.count(("agent_end", "supervisor")) == 1
+    assert [a for k, a in kinds if k == "agent_start"] == ["supervisor", "triage", "invoice-specialist", "verifier"]

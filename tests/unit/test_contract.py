@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from agent_tree import contract, events, models
 from agent_tree.contract import (
     HOOK_STEP_TYPES,
+    RESUME_FIELDS,
     RUN_END,
     RUN_STATUSES,
     STEP_TYPES,
@@ -217,6 +218,31 @@ def test_one_step_vocabulary() -> None:
         and all(isinstance(e, ast.Constant) and e.value in STEP_TYPES for e in node.elts)
     ]
     assert own_lists == []
+    # Nor compares with, or builds an event from, a step type spelled out: it uses the constant.
+    spelled = [
+        f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}"
+        for path in sources(CORE, OPERATOR, WORKER)
+        if CONTRACT not in path.parents
+        for node in ast.walk(ast.parse(path.read_text()))
+        if (
+            isinstance(node, ast.Compare)
+            and any(
+                isinstance(c, ast.Constant) and c.value in (*STEP_TYPES, RUN_END)
+                for c in [node.left, *node.comparators]
+            )
+        )
+        or (
+            isinstance(node, ast.Dict)
+            and any(
+                isinstance(k, ast.Constant)
+                and k.value == "type"
+                and isinstance(v, ast.Constant)
+                and v.value in STEP_TYPES
+                for k, v in zip(node.keys, node.values, strict=True)
+            )
+        )
+    ]
+    assert spelled == []
 
 
 STEPS = [
@@ -258,7 +284,8 @@ def test_run_input_json_is_what_v1_histories_carry() -> None:
     assert isinstance(inp, RunInput)
     ours = json.loads(DATA_CONVERTER.payload_converter.to_payloads([inp])[0].data)
     # Same keys, byte for byte, and the same values (v1 sorted keys; JSON objects are unordered).
-    assert sorted(ours) == sorted(v1) == sorted(RunInput.model_fields)
+    assert sorted(ours) == sorted(v1)
+    assert sorted(RunInput.model_fields) == sorted([*v1, *RESUME_FIELDS])  # those two: only when set
     assert ours == v1
     # The builder makes the same input (the spec comes back with today's defaults filled in).
     built = json.loads(
@@ -266,7 +293,7 @@ def test_run_input_json_is_what_v1_histories_carry() -> None:
             inp.namespace, inp.tree, inp.spec, name=inp.name, uid=inp.uid, input=inp.input, revision=inp.revision
         ).model_dump_json()
     )
-    assert list(built) == list(RunInput.model_fields)
+    assert list(built) == [f for f in RunInput.model_fields if f not in RESUME_FIELDS]
     assert {k: v for k, v in built.items() if k != "spec"} == {k: v for k, v in v1.items() if k != "spec"}
 
 

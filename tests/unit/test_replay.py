@@ -50,6 +50,7 @@ def test_histories_are_committed_for_every_scenario() -> None:
     scenarios = {(p.parent.parent.name, p.parent.name) for p in FILES}
     for engine in ("v1", "v2"):
         assert {(engine, s) for s in ("invoice", "llm-tools", "nested-tools", "cancelled")} <= scenarios
+    assert ("v2", "continued") in scenarios  # a run that continued as new: every run of its chain
     assert any(p.stem.endswith("AgentRunWorkflow") for p in FILES)
 
 

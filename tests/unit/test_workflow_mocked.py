@@ -70,7 +70,7 @@ class Mocks:
         async def python_turn(inp: t.PythonTurnInput) -> dict[str, Any]:
             self.calls.append((t.PYTHON_TURN, activity.info().task_queue, inp.agent))
             self.steps += inp.steps
-            status = "needs_more_info" if inp.agent == "intake" else "ok"
+            status = "needs_more_info" if inp.agent == "intake" or inp.agent.startswith("ask") else "ok"
             return {
                 "from_agent": inp.agent,
                 "to_agent": inp.to_agent,
@@ -133,7 +133,10 @@ async def run(env: WorkflowEnvironment, mocks: Mocks, agents: list[str], **inp: 
     try:
         handle = await start_run(env.client, t.RunInput(**fields))  # on the root's queue, "desk"
         result = await asyncio.wait_for(handle.result(), 60)
-        history = await handle.fetch_history()
+        # The chain's FIRST run (a run that continued as new has several; fetch_history reads the latest).
+        assert handle.first_execution_run_id
+        first = env.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+        history = await first.fetch_history()
     finally:
         for w in ws:
             await w.__aexit__(None, None, None)
@@ -184,3 +187,49 @@ async def test_a_turn_whose_agent_has_no_workers_ends_at_the_deadline(env: Workf
     assert result["status"] == "failed"
     assert result["answer"] == "the run timed out before an agent answered"
     assert not [c for c in mocks.calls if c[0] == t.PYTHON_TURN]
+
+
+ASKERS = [f"ask{i}" for i in range(8)]
+LONG = {
+    "root": "desk",
+    "maxSteps": 20,
+    "agents": [
+        {"name": "desk", "description": "Routes.", "children": [*ASKERS, "answer"]},
+        *({"name": a, "description": "Asks for more.", "entrypoint": "mod:intake"} for a in ASKERS),
+        {"name": "answer", "description": "Answers.", "entrypoint": "mod:answer"},
+    ],
+}
+
+
+async def test_a_long_run_continues_as_new_between_root_turns_and_carries_its_state(env: WorkflowEnvironment) -> None:
+    """With a low threshold the run continues as new between root turns; the chain is one run: started
+    and finished once, every step recorded once in order, counters (tool calls) carried across."""
+    mocks = Mocks()
+    agents = ["desk", *ASKERS, "answer"]
+    result, first = await run(env, mocks, agents, spec=LONG, continue_after_events=20)
+    assert result["status"] == "completed", result
+    assert (result["final_agent"], result["steps"]) == ("answer", 9)
+    assert first.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+    assert len(first.events) < 40  # the first run stopped soon after the threshold
+    assert [c[0] for c in mocks.calls].count(t.START_RUN) == 1
+    assert [c[0] for c in mocks.calls].count(t.FINISH_RUN) == 1
+    assert [a for name, _, a in mocks.calls if name == t.PYTHON_TURN] == [*ASKERS, "answer"]
+    ords = [tuple(s["ord"]) for s in mocks.steps]
+    assert len(ords) == len(set(ords)), "a step was numbered twice across runs"
+    assert sorted(ords)[-1][:1] == (max(o[0] for o in ords),)
+    starts = [s["agent"] for s in sorted(mocks.steps, key=lambda s: s["ord"]) if s["type"] == "agent_start"]
+    assert starts == ["desk", *ASKERS, "answer"]
+
+    # The tool-call count crosses the continue-as-new: 9 calls against a budget of 6 fail the run
+    # after the 7th turn, in a later run of the chain.
+    budget = Mocks()
+    result, _ = await run(env, budget, agents, spec=LONG, continue_after_events=20, budgets={"maxToolCalls": 6})
+    assert result["status"] == "failed"
+    assert result["answer"] == "tool call budget exceeded: 7 calls, budgets.maxToolCalls is 6"
+
+
+async def test_a_short_run_never_continues_as_new(env: WorkflowEnvironment) -> None:
+    mocks = Mocks()
+    result, history = await run(env, mocks, ["desk", *ASKERS, "answer"], spec=LONG)
+    assert result["status"] == "completed"
+    assert history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED

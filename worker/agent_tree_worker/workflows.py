@@ -45,6 +45,19 @@ COUNT_NESTED_USAGE = "count-nested-and-routing-usage"
 # that agent's task queue, instead of as a child AgentWorkflow. Runs started by engine v1 replay (and
 # go on) with child workflows; see docs/durable-runs.md, "Changing workflow code".
 ONE_WORKFLOW_PER_RUN = "one-workflow-per-run"
+# Patch id of continuing as new between two of the root's turns once the history is long (only a run
+# that reaches the length records the marker, so shorter histories replay unchanged).
+CONTINUE_AS_NEW = "continue-as-new-between-root-turns"
+CONTINUE_AFTER_EVENTS = 10_000
+"""History length at which a run continues as new before its next root turn (RunInput can lower it)."""
+
+
+class _ContinueAsNew(Exception):
+    """Raised by the root's policy loop at a turn boundary: the run goes on in a new workflow run."""
+
+    def __init__(self, state: policy.SupervisorState) -> None:
+        super().__init__("continue as new")
+        self.state = state
 
 
 def _cause(exc: BaseException) -> str:
@@ -154,12 +167,26 @@ class Executor:
         *,
         budgets: dict[str, Any] | None = None,
         progress: dict[str, Any] | None = None,
+        resume: policy.SupervisorState | None = None,
+        continue_after: int | None = None,
     ) -> tuple[policy.SupervisorState, policy.Finish]:
-        """The policy loop of ``node`` over its children; every decision comes from agent_tree.policy."""
-        state = policy.start(self.agents[node].get("children") or [], max_steps, context, plan)
+        """The policy loop of ``node`` over its children; every decision comes from agent_tree.policy.
+
+        The root's loop (``continue_after`` set) raises :class:`_ContinueAsNew` before a turn once the
+        history has ``continue_after`` events; the new run calls it again with ``resume``.
+        """
+        state = resume or policy.start(self.agents[node].get("children") or [], max_steps, context, plan)
+        turns = 0  # in this workflow run: a continued run takes a turn before it may continue again
         while isinstance(decision := policy.decide(state), policy.Route):
             if (late := policy.deadline_reached(workflow.now().timestamp(), self.deadline, state)) is not None:
                 return state, late
+            if (
+                continue_after is not None
+                and turns > 0
+                and workflow.info().get_current_history_length() >= continue_after
+                and workflow.patched(CONTINUE_AS_NEW)
+            ):
+                raise _ContinueAsNew(state)
             if progress is not None:
                 progress["current_agent"] = decision.agent
             self.rec.emit("agent_start", decision.agent, agent=decision.agent, input=user_input)
@@ -186,6 +213,7 @@ class Executor:
                 payload=handoff["payload"],
             )
             state = policy.observe(state, handoff)
+            turns += 1
             traces = handoff.get("traces") or {}
             self.tokens += int(traces.get("token_usage") or 0)
             self.tool_calls += len(traces.get("tool_calls") or [])
@@ -509,11 +537,58 @@ class AgentRunWorkflow:
     async def run(self, inp: t.RunInput) -> dict[str, Any]:
         run_id = workflow.info().workflow_id
         root = inp.spec.get("root", "")
+        deadline = workflow.now().timestamp() + inp.timeout_seconds
+        resume = inp.resume or {}
         ex = Executor(
-            run_id, inp.namespace, inp.tree, inp.spec, workflow.now().timestamp() + inp.timeout_seconds, Recorder([])
+            run_id,
+            inp.namespace,
+            inp.tree,
+            inp.spec,
+            resume.get("deadline", deadline),
+            Recorder([], resume.get("pending")),
         )
-        ex.rec.emit("agent_start", root, agent=root, input=inp.input)
         self._progress.update(phase="Running", current_agent=root)
+        if resume:  # continued as new: the run row exists, the plan was made; carry the counters on
+            ex.rec.count, ex.tokens, ex.tool_calls = resume["count"], resume["tokens"], resume["tool_calls"]
+            self._progress.update(plan=resume.get("plan"), token_usage=ex.tokens)
+        else:
+            await self._start(ex, inp, root)
+        plan: dict[str, Any] | None = resume.get("plan")
+        try:
+            state, decision, plan = await self._run(ex, inp, root)
+            result = {
+                "answer": decision.answer,
+                "status": decision.status,
+                "final_agent": decision.final_agent,
+                "payload": decision.payload,
+                "plan": state.plan,
+                "steps": state.steps,
+                "token_usage": ex.tokens,
+            }
+        except _ContinueAsNew as go_on:
+            carried = {
+                "deadline": ex.deadline,
+                "count": ex.rec.count,
+                "pending": ex.rec.take(),
+                "tokens": ex.tokens,
+                "tool_calls": ex.tool_calls,
+                "plan": plan,
+                "state": go_on.state.to_dict(),
+            }
+            workflow.continue_as_new(inp.model_copy(update={"resume": carried}))
+        except asyncio.CancelledError:
+            result = self._result("cancelled", "the run was cancelled", ex, plan)
+            await self._finish(ex, inp, root, result)
+            raise
+        except Exception as exc:  # a bug must end the run, never leave it stuck retrying a workflow task
+            workflow.logger.exception("run %s failed", run_id)
+            result = self._result("failed", f"internal error: {type(exc).__name__}: {exc}", ex, plan)
+        await self._finish(ex, inp, root, result)
+        return result
+
+    async def _start(self, ex: Executor, inp: t.RunInput, root: str) -> None:
+        run_id = ex.run_id
+        ex.rec.emit("agent_start", root, agent=root, input=inp.input)
         await ex.history(
             t.START_RUN,
             t.StartRunInput(
@@ -533,27 +608,6 @@ class AgentRunWorkflow:
                 ex.rec.take(),
             ),
         )
-        plan: dict[str, Any] | None = None
-        try:
-            state, decision, plan = await self._run(ex, inp, root)
-            result = {
-                "answer": decision.answer,
-                "status": decision.status,
-                "final_agent": decision.final_agent,
-                "payload": decision.payload,
-                "plan": state.plan,
-                "steps": state.steps,
-                "token_usage": ex.tokens,
-            }
-        except asyncio.CancelledError:
-            result = self._result("cancelled", "the run was cancelled", ex, plan)
-            await self._finish(ex, inp, root, result)
-            raise
-        except Exception as exc:  # a bug must end the run, never leave it stuck retrying a workflow task
-            workflow.logger.exception("run %s failed", run_id)
-            result = self._result("failed", f"internal error: {type(exc).__name__}: {exc}", ex, plan)
-        await self._finish(ex, inp, root, result)
-        return result
 
     def _result(self, status: str, answer: str, ex: Executor, plan: dict[str, Any] | None) -> dict[str, Any]:
         return {
@@ -576,6 +630,20 @@ class AgentRunWorkflow:
         if problem is not None:
             state = policy.SupervisorState(route=(), max_steps=max(1, max_steps))
             return state, policy.Finish("failed", problem, None, {}), None
+        if inp.resume:
+            plan = inp.resume.get("plan")
+            state, decision = await ex.supervise(
+                root,
+                inp.input,
+                inp.context,
+                plan,
+                max_steps,
+                budgets=inp.budgets,
+                progress=self._progress,
+                resume=policy.SupervisorState.from_dict(inp.resume["state"]),
+                continue_after=inp.continue_after_events or CONTINUE_AFTER_EVENTS,
+            )
+            return state, decision, plan
         root_spec = ex.agents[root]
         plan = None
         if inp.spec.get("planner"):
@@ -584,7 +652,14 @@ class AgentRunWorkflow:
             plan = await ex.plan(inp.input, root)
         self._progress.update(plan=plan, token_usage=ex.tokens)
         state, decision = await ex.supervise(
-            root, inp.input, inp.context, plan, max_steps, budgets=inp.budgets, progress=self._progress
+            root,
+            inp.input,
+            inp.context,
+            plan,
+            max_steps,
+            budgets=inp.budgets,
+            progress=self._progress,
+            continue_after=inp.continue_after_events or CONTINUE_AFTER_EVENTS,
         )
         return state, decision, plan
 
