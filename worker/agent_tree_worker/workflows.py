@@ -630,27 +630,17 @@ class AgentRunWorkflow:
         if problem is not None:
             state = policy.SupervisorState(route=(), max_steps=max(1, max_steps))
             return state, policy.Finish("failed", problem, None, {}), None
-        if inp.resume:
+        resume = policy.SupervisorState.from_dict(inp.resume["state"]) if inp.resume else None
+        if inp.resume:  # continued as new: the plan was made by the first run of the chain
             plan = inp.resume.get("plan")
-            state, decision = await ex.supervise(
-                root,
-                inp.input,
-                inp.context,
-                plan,
-                max_steps,
-                budgets=inp.budgets,
-                progress=self._progress,
-                resume=policy.SupervisorState.from_dict(inp.resume["state"]),
-                continue_after=inp.continue_after_events or CONTINUE_AFTER_EVENTS,
-            )
-            return state, decision, plan
-        root_spec = ex.agents[root]
-        plan = None
-        if inp.spec.get("planner"):
-            plan = await ex.plan(inp.input, None)
-        elif root_spec.get("model") and root_spec.get("children"):
-            plan = await ex.plan(inp.input, root)
-        self._progress.update(plan=plan, token_usage=ex.tokens)
+        else:
+            root_spec = ex.agents[root]
+            plan = None
+            if inp.spec.get("planner"):
+                plan = await ex.plan(inp.input, None)
+            elif root_spec.get("model") and root_spec.get("children"):
+                plan = await ex.plan(inp.input, root)
+            self._progress.update(plan=plan, token_usage=ex.tokens)
         state, decision = await ex.supervise(
             root,
             inp.input,
@@ -659,6 +649,7 @@ class AgentRunWorkflow:
             max_steps,
             budgets=inp.budgets,
             progress=self._progress,
+            resume=resume,
             continue_after=inp.continue_after_events or CONTINUE_AFTER_EVENTS,
         )
         return state, decision, plan
