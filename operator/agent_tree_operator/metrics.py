@@ -42,7 +42,11 @@ STATUS_PATCHES = Counter(
 API_WRITES = Counter(
     "agent_tree_operator_api_writes_total", "Kubernetes API writes by the operator.", ["resource", "verb"]
 )
-RUNS = Gauge("agent_tree_operator_runs", "AgentRuns known to the operator (from its watch), by phase.", ["phase"])
+RUNS = Gauge(
+    "agent_tree_operator_runs",
+    "AgentRuns in the operator's watch (unfinished, or finished with a TTL to honour), by phase.",
+    ["phase"],
+)
 RUNS_ACTIVE = Gauge("agent_tree_operator_runs_active", "AgentRuns being driven right now (not finished).")
 RUNS_FOLLOWED = Gauge(
     "agent_tree_operator_runs_followed", "AgentRun daemons alive (active runs and finished runs awaiting their TTL)."
@@ -104,8 +108,9 @@ def reconcile_timer(kind: str) -> Iterator[None]:
 class RunPhases:
     """Phase of every AgentRun the operator's watch has seen, exported as ``agent_tree_operator_runs{phase}``.
 
-    Fed by a kopf event handler (every watch event of every run), so the gauge counts runs in the
-    cluster, including finished ones the operator no longer follows.
+    Fed by a kopf event handler (every watch event of every watched run). Finished runs without a TTL
+    leave the watch (label ``agenttree.io/finished=true``; a DELETED event removes them here), so the
+    gauge counts unfinished runs and finished ones still waiting for their TTL.
     """
 
     def __init__(self, gauge: Gauge = RUNS) -> None:

@@ -8,6 +8,7 @@ from agent_tree_operator import main as operator_main
 from agent_tree_operator import preflight
 from agent_tree_operator.adapters.kube import MANAGED_SELECTOR, KubeError
 from agent_tree_operator.config import FINALIZER, OperatorConfig
+from agent_tree_operator.handlers import runs as runs_handlers
 from agent_tree_operator.handlers.setup import DigestDiffBaseStorage, configure
 
 from agent_tree.cli import main
@@ -41,8 +42,14 @@ def test_settings():
     assert settings.watching.server_timeout == 300 and settings.watching.client_timeout == 330
     assert settings.posting.loggers is False and settings.posting.reporting_component == "agent-tree-operator"
     assert settings.peering.standalone is True
-    (selector,) = list(settings.watching.label_selectors)
-    assert settings.watching.label_selectors[selector] == MANAGED_SELECTOR
+    deployments = kopf.Resource("apps", "v1", "deployments", namespaced=True)
+    runs = kopf.Resource("agenttree.io", "v1alpha1", "agentruns", namespaced=True)
+    trees = kopf.Resource("agenttree.io", "v1alpha1", "agenttrees", namespaced=True)
+    assert settings.watching.label_selectors.collect(deployments) == [MANAGED_SELECTOR]
+    # Finished AgentRuns are never listed nor watched (issue 11 item 6); trees are all watched.
+    assert settings.watching.label_selectors.collect(runs) == ["agenttree.io/finished!=true"]
+    assert settings.watching.label_selectors.collect(trees) == []
+    assert settings.watching.chunk_size == 500
 
 
 def test_diffbase_is_a_small_digest_of_the_spec_only():
@@ -55,6 +62,75 @@ def test_diffbase_is_a_small_digest_of_the_spec_only():
     assert storage.build(body=body(changed)) != essence
 
 
+def test_agentruns_keep_no_diffbase_so_kopf_does_not_patch_each_new_run_for_one():
+    storage = DigestDiffBaseStorage(
+        prefix="kopf.agenttree.io", key="last-handled-configuration", stateless=frozenset({"AgentRun"})
+    )
+    run = kopf.Body({**body({"input": "x"}), "kind": "AgentRun"})
+    assert storage.fetch(body=run) == storage.build(body=run)  # "unchanged": no create/update cause
+    patch = kopf.Patch()
+    storage.store(body=run, patch=patch, essence=storage.build(body=run))
+    assert not patch
+    tree = body({"root": "a"})
+    assert storage.fetch(body=tree) is None  # trees keep theirs (their reconcile handlers read it)
+    storage.store(body=tree, patch=patch, essence=storage.build(body=tree))
+    assert "kopf.agenttree.io/last-handled-configuration" in patch["metadata"]["annotations"]
+
+
+def run_body(phase: str | None, labels: dict | None = None, ttl: int | None = None, finalizers=None) -> dict:
+    spec = {"treeRef": {"name": "t"}, "input": "x"} | ({"ttlSecondsAfterFinished": ttl} if ttl is not None else {})
+    return {
+        "apiVersion": "agenttree.io/v1alpha1",
+        "kind": "AgentRun",
+        "metadata": {
+            "name": "r",
+            "namespace": "n",
+            "uid": "u",
+            "resourceVersion": "7",
+            "labels": labels or {},
+            "finalizers": finalizers if finalizers is not None else [FINALIZER],
+        },
+        "spec": spec,
+        "status": {"phase": phase} if phase else {},
+    }
+
+
+@pytest.mark.parametrize(
+    ("case", "phase", "labels", "ttl", "retire"),
+    [
+        ("finished, no TTL", "Succeeded", None, None, True),
+        ("failed", "Failed", None, None, True),
+        ("cancelled, other labels kept", "Cancelled", {"team": "ap"}, None, True),
+        ("running", "Running", None, None, False),
+        ("new (no status)", None, None, None, False),
+        ("finished with a TTL: its daemon still deletes it", "Succeeded", None, 60, False),
+        ("already labelled", "Succeeded", {"agenttree.io/finished": "true"}, None, False),
+    ],
+)
+def test_which_runs_are_retired(case, phase, labels, ttl, retire):
+    raw = kopf.Body(run_body(phase, labels, ttl))
+    assert runs_handlers.retirable(status=raw.status, spec=raw.spec, labels=raw.metadata.labels) is retire, case
+
+
+async def test_retiring_labels_the_run_in_the_same_json_patch_that_releases_the_finalizer():
+    """The label takes the run out of the operator's watch; it must never land without the release."""
+    from kopf._cogs.structs import finalizers
+
+    raw = run_body("Succeeded", {"team": "ap"})
+    patch = kopf.Patch()
+    await runs_handlers.retire_run(patch=patch)
+    patch.fns.append(lambda b: finalizers.allow_deletion(body=b, finalizer=FINALIZER))  # what kopf adds
+    assert not dict(patch)  # no merge patch (that would be a separate request, before the JSON patch)
+    ops = patch.as_json_patch(raw)
+    touched = {op["path"] for op in ops}
+    assert touched == {"/metadata/labels/agenttree.io~1finished", "/metadata/finalizers"}, ops
+    after = dict(raw)
+    for fn in patch.fns:
+        fn(after)
+    assert after["metadata"]["labels"] == {"team": "ap", "agenttree.io/finished": "true"}
+    assert not after["metadata"].get("finalizers")
+
+
 def test_handlers_are_registered():
     registry = kopf.get_default_registry()
     ids = {h.id for h in registry._changing.get_all_handlers()}
@@ -62,7 +138,7 @@ def test_handlers_are_registered():
     # Runs have a daemon (and so a finalizer while unfinished); trees have none: the autoscaler is one
     # background task fed by tree events, so deleting a tree never waits for the operator.
     assert {h.id for h in registry._spawning.get_all_handlers()} == {"follow"}
-    assert {"phases", "autoscale"} <= {h.id for h in registry._watching.get_all_handlers()}
+    assert {"phases", "autoscale", "retire"} <= {h.id for h in registry._watching.get_all_handlers()}
     assert {"agenttrees_idx", "workers_idx"} <= {h.id for h in registry._indexing.get_all_handlers()}
     assert operator_main.run  # importing main registered them
 

@@ -1,9 +1,16 @@
-"""kopf handlers of AgentRuns: one daemon per active run, and cancellation on deletion.
+"""kopf handlers of AgentRuns: one daemon per active run, cancellation on deletion, retiring finished runs.
 
 The daemon (and so kopf's finalizer) exists while a run is not finished, or finished with a TTL to
 honour. Finished runs without a TTL carry no finalizer: deleting them needs no operator. A run being
 followed when the operator stops is followed again when it starts (daemons are spawned for every
 matching object on startup), so its status converges from Temporal.
+
+Finished runs cost the operator no memory: a finished run without a TTL is labelled
+``agenttree.io/finished=true`` in the same JSON patch that releases kopf's finalizer, and the operator
+watches AgentRuns with the selector ``agenttree.io/finished!=true`` (``handlers/setup.py``), so the API
+server drops the run from the watch (a DELETED event: kopf forgets the object) and never lists it
+again. Finished runs without the label (made before this operator version) are labelled when the
+operator first sees them.
 """
 
 from __future__ import annotations
@@ -27,6 +34,21 @@ def unfinished(status: Any, **_: Any) -> bool:
     return not is_final(status)
 
 
+def retirable(status: Any, spec: Any, labels: Any, **_: Any) -> bool:
+    """Finished, no TTL to honour (its daemon is done), and not labelled yet."""
+    return (
+        is_final(status)
+        and spec.get("ttlSecondsAfterFinished") is None
+        and (labels or {}).get(naming.LABEL_FINISHED) != "true"
+    )
+
+
+def mark_finished(body: dict[str, Any]) -> None:
+    """A kopf patch function: label the run finished (applied with the finalizer's release, below)."""
+    meta = body.setdefault("metadata", {})
+    meta["labels"] = {**(meta.get("labels") or {}), naming.LABEL_FINISHED: "true"}
+
+
 # When the daemon must stop (run deleted, finished, operator exiting) kopf first only signals it
 # (`stopped`), which every wait in the follower watches; it is cancelled only after the backoff.
 @kopf.daemon(*RUNS, id="follow", when=needs_follower, cancellation_backoff=5.0, cancellation_timeout=10.0)
@@ -45,3 +67,16 @@ async def cancel_run(namespace: str, name: str, uid: str, body: Any, memo: Any, 
     if cancelled:
         logger.info("run deleted: cancelled workflow %s", workflow_id)
         kopf.info(body, reason="Cancelled", message=f"run deleted: workflow {workflow_id} cancelled")
+
+
+@kopf.on.event(*RUNS, id="retire", when=retirable)
+async def retire_run(patch: kopf.Patch, **_: Any) -> None:
+    """Label a finished run so that it leaves the operator's watch (and memory).
+
+    A patch *function*, not a merge patch: kopf turns functions into ONE JSON patch guarded by the
+    object's resourceVersion, and in this same processing cycle it adds its own function releasing
+    the finalizer (no daemon and no deletion handler match a finished run without a TTL). So the
+    label and the finalizer's release land together or not at all: a run never leaves the watch
+    still holding a finalizer that nobody would remove.
+    """
+    patch.fns.append(mark_finished)

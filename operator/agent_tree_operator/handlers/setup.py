@@ -4,6 +4,10 @@ Choices (see docs/operator.md):
 - progress and diff-base in annotations under ``kopf.agenttree.io/``, the diff-base as a digest of
   the spec (not a copy of it), so kopf's bookkeeping never bloats the CR or its status;
 - our own finalizer name ``agenttree.io/operator``;
+- AgentRuns watched with the selector ``agenttree.io/finished!=true``: finished runs (labelled when
+  they finish, ``handlers/runs.py``) are never listed, watched or remembered, so the operator's memory
+  does not grow with them; no diff-base annotation on AgentRuns (no handler of theirs reads a diff),
+  which saves a PATCH per run; initial listings in chunks of 500;
 - watches re-established every 5 minutes from the server side (and a client timeout above it), so a
   silently dead connection is noticed; Deployments watched with a server-side label selector;
 - Events: only the ones the operator posts explicitly (start, handoffs, completion, failure,
@@ -20,6 +24,7 @@ from typing import Any
 
 import kopf
 
+from agent_tree import naming
 from agent_tree_operator.adapters.kube import MANAGED_SELECTOR
 from agent_tree_operator.config import FINALIZER, KOPF_PREFIX, OperatorConfig
 
@@ -30,23 +35,44 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     kopf only needs to know *whether* the spec changed since it was last handled (the reconcilers
     are level-based and read the whole spec), so a 16-character digest replaces a copy of the spec
     that would double the object's size (and hit the 256 KiB annotation limit on large trees).
+
+    Kinds in ``stateless`` (AgentRuns: a daemon, a deletion handler and event handlers, none of which
+    reads a diff; the spec is immutable) keep no diff-base at all: kopf would otherwise PATCH every
+    new run once just to store one. For them the stored essence is always "the current one".
     """
+
+    def __init__(self, *args: Any, stateless: frozenset[str] = frozenset(), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stateless = stateless
 
     def build(self, *, body: Any, extra_fields: Any = None) -> Any:
         essence = super().build(body=body, extra_fields=extra_fields)
         text = json.dumps(essence, sort_keys=True, separators=(",", ":"), default=str)
         return {"digest": hashlib.sha256(text.encode()).hexdigest()[:16]}
 
+    def fetch(self, *, body: Any) -> Any:
+        if body.get("kind") in self.stateless:
+            return self.build(body=body)
+        return super().fetch(body=body)
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        if body.get("kind") not in self.stateless:
+            super().store(body=body, patch=patch, essence=essence)
+
 
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     """Tune kopf for this operator (called from the startup handler)."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-    settings.persistence.diffbase_storage = DigestDiffBaseStorage(prefix=KOPF_PREFIX, key="last-handled-configuration")
+    settings.persistence.diffbase_storage = DigestDiffBaseStorage(
+        prefix=KOPF_PREFIX, key="last-handled-configuration", stateless=frozenset({"AgentRun"})
+    )
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.watching.label_selectors["apps", "v1", "deployments"] = MANAGED_SELECTOR
+    settings.watching.label_selectors[naming.GROUP, "agentruns"] = naming.UNFINISHED_SELECTOR
+    settings.watching.chunk_size = 500
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
     settings.posting.enabled = True
