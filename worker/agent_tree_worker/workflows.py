@@ -25,7 +25,19 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from agent_tree import naming, policy, usage
-    from agent_tree.contract import PROGRESS_QUERY, RUN_WORKFLOW, TURN_WORKFLOW, Progress
+    from agent_tree.contract import (
+        AGENT_END,
+        AGENT_START,
+        HANDOFF,
+        MODEL_USAGE,
+        PROGRESS_QUERY,
+        REASONING,
+        RUN_WORKFLOW,
+        TOOL_END,
+        TOOL_START,
+        TURN_WORKFLOW,
+        Progress,
+    )
     from agent_tree.providers import openai_chat as chat
     from agent_tree.spec import MAX_INPUT_CHARS, AgentTreeSpec
     from agent_tree_worker import inputs as t
@@ -189,7 +201,7 @@ class Executor:
                 raise _ContinueAsNew(state)
             if progress is not None:
                 progress["current_agent"] = decision.agent
-            self.rec.emit("agent_start", decision.agent, agent=decision.agent, input=user_input)
+            self.rec.emit(AGENT_START, decision.agent, agent=decision.agent, input=user_input)
             handoff = await self.child_turn(
                 decision.agent,
                 user_input,
@@ -201,10 +213,10 @@ class Executor:
             )
             handoff = {**handoff, "to_agent": node}
             self.rec.emit(
-                "agent_end", decision.agent, agent=decision.agent, status=handoff["status"], summary=handoff["summary"]
+                AGENT_END, decision.agent, agent=decision.agent, status=handoff["status"], summary=handoff["summary"]
             )
             self.rec.emit(
-                "handoff",
+                HANDOFF,
                 decision.agent,
                 agent=handoff["from_agent"],
                 to_agent=node,
@@ -302,11 +314,11 @@ class Executor:
         planned = await self._plan(user_input, agent)
         if planned is not None:
             who = agent or self.spec["root"]
-            self.rec.emit("reasoning", who, agent=who, thought=planned["thought"])
+            self.rec.emit(REASONING, who, agent=who, thought=planned["thought"])
             calls = planned.get("usage") or []
             if calls and self.counting():
                 for record in calls:  # a step of the agent that planned (the root for spec.planner)
-                    self.rec.emit("model_usage", who, **{**record, "agent": who})
+                    self.rec.emit(MODEL_USAGE, who, **{**record, "agent": who})
                 self.tokens += usage.total_tokens(calls)
             return planned["plan"]
         return None
@@ -397,11 +409,11 @@ class Executor:
                 _count_output_checks(turn.agent, repairs, state)
                 if not turn.as_tool:
                     for thought in state.reasoning[seen:]:
-                        self.rec.emit("reasoning", turn.agent, agent=turn.agent, thought=thought)
+                        self.rec.emit(REASONING, turn.agent, agent=turn.agent, thought=thought)
                 if not turn.as_tool or counting:
                     # An agent called as a tool has no lifecycle steps, but its model calls are the run's.
                     self.rec.emit(
-                        "model_usage",
+                        MODEL_USAGE,
                         turn.agent,
                         agent=turn.agent,
                         model=response.get("model"),
@@ -425,17 +437,17 @@ class Executor:
         if call.error is not None or spec is None:
             result = chat.error_result(call)
             if not quiet:
-                self.rec.emit("tool_start", agent["name"], tool=call.name, args=call.args)
-                self.rec.emit("tool_end", agent["name"], tool=call.name, status="error", output=None, error=call.error)
+                self.rec.emit(TOOL_START, agent["name"], tool=call.name, args=call.args)
+                self.rec.emit(TOOL_END, agent["name"], tool=call.name, status="error", output=None, error=call.error)
             return result
         if spec.get("agent"):
             if not quiet:
-                self.rec.emit("tool_start", agent["name"], tool=call.name, args=call.args)
+                self.rec.emit(TOOL_START, agent["name"], tool=call.name, args=call.args)
             args = dict(call.args)
             handoff = await self.child_turn(spec["agent"], str(args.pop("input", "")), args, as_tool=True)
             result = {"tool_name": call.name, "output": handoff, "status": "ok", "error": None, "duration_ms": None}
             if not quiet:
-                self.rec.emit("tool_end", agent["name"], tool=call.name, status="ok", output=handoff, error=None)
+                self.rec.emit(TOOL_END, agent["name"], tool=call.name, status="ok", output=handoff, error=None)
             return result
         ord_start, ord_end = self.rec.next_ord(), self.rec.next_ord()
         steps = self.rec.take()
@@ -458,8 +470,8 @@ class Executor:
             error = f"tool {call.name!r} did not complete: {_cause(exc)}"
             if not quiet:
                 for kind, ord_, data in (
-                    ("tool_start", ord_start, {"tool": call.name, "args": call.args}),
-                    ("tool_end", ord_end, {"tool": call.name, "status": "error", "output": None, "error": error}),
+                    (TOOL_START, ord_start, {"tool": call.name, "args": call.args}),
+                    (TOOL_END, ord_end, {"tool": call.name, "status": "error", "output": None, "error": error}),
                 ):
                     self.rec.pending.append(
                         {
@@ -588,7 +600,7 @@ class AgentRunWorkflow:
 
     async def _start(self, ex: Executor, inp: t.RunInput, root: str) -> None:
         run_id = ex.run_id
-        ex.rec.emit("agent_start", root, agent=root, input=inp.input)
+        ex.rec.emit(AGENT_START, root, agent=root, input=inp.input)
         await ex.history(
             t.START_RUN,
             t.StartRunInput(
@@ -655,7 +667,7 @@ class AgentRunWorkflow:
         return state, decision, plan
 
     async def _finish(self, ex: Executor, inp: t.RunInput, root: str, result: dict[str, Any]) -> None:
-        ex.rec.emit("agent_end", root, agent=root, status=result["status"], summary=result["answer"])
+        ex.rec.emit(AGENT_END, root, agent=root, status=result["status"], summary=result["answer"])
         result.update(tree_revision=inp.revision, workflow_id=ex.run_id)
         self._progress.update(
             phase={"completed": "Succeeded", "cancelled": "Cancelled"}.get(result["status"], "Failed"),
