@@ -18,8 +18,11 @@ LABEL_AGENT = "agenttree.io/agent"
 LABEL_FINISHED = "agenttree.io/finished"
 UNFINISHED_SELECTOR = f"{LABEL_FINISHED}!=true"
 CANCEL_ANNOTATION = "agenttree.io/cancel"  # "true" on an AgentRun cancels its workflow
+ANNOTATION_TASK_QUEUE = "agenttree.io/task-queue"  # on a worker Deployment: the queue its workers serve
+FINALIZER = "agenttree.io/operator"  # the operator's finalizer on unfinished AgentRuns
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "agent-tree-operator"
-MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 PART_OF = "agent-tree"
 
 _K8S_NAME_MAX = 63
@@ -55,7 +58,7 @@ def worker_labels(tree: str, agent: str) -> dict[str, str]:
         "app.kubernetes.io/name": "agent-tree-worker",
         "app.kubernetes.io/part-of": PART_OF,
         "app.kubernetes.io/component": "worker",
-        "app.kubernetes.io/managed-by": MANAGED_BY,
+        LABEL_MANAGED_BY: MANAGED_BY,
         "app.kubernetes.io/instance": tree,
         LABEL_TREE: tree,
         LABEL_AGENT: agent,

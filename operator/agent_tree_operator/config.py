@@ -16,12 +16,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agent_tree import naming
 from agent_tree.settings import AUTO_PORT, Settings, SettingsError
 from agent_tree.spec import PodSecurityContext, ResourceRequirements, SecurityContext, format_errors
 
 FIELD_MANAGER = "agent-tree-operator"
 AUTOSCALER_FIELD_MANAGER = "agent-tree-autoscaler"  # owns spec.replicas of autoscaled worker Deployments
-FINALIZER = "agenttree.io/operator"
+FINALIZER = naming.FINALIZER
 KOPF_PREFIX = "kopf.agenttree.io"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")

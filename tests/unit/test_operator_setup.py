@@ -192,3 +192,20 @@ def test_command_line_namespaces_become_the_configuration(monkeypatch):
     assert seen["memo"].ctx.config.watch_namespaces == ("x", "y*")
     assert operator_main.run(config, namespaces=()) == 0
     assert seen["clusterwide"] is True and seen["memo"].ctx.config.watch_namespaces == ()
+
+
+def test_names_labels_and_annotations_the_operator_writes_come_from_naming():
+    """No hand-written ``agenttree.io/...`` or managed-by key in the operator (issue 11 item 4)."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import agent_tree_operator
+
+    pattern = re.compile(r"^(agenttree\.io/|app\.kubernetes\.io/managed-by)")
+    found = []
+    for path in sorted(Path(agent_tree_operator.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and pattern.match(node.value):
+                found.append(f"{path.name}:{node.lineno}: {node.value}")
+    assert not found, "use agent_tree.naming:\n" + "\n".join(found)

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
-MANAGED_SELECTOR = "app.kubernetes.io/managed-by=agent-tree-operator"
+MANAGED_SELECTOR = naming.MANAGED_SELECTOR
 TIMEOUT = (5, 30)
 
 

@@ -38,7 +38,7 @@ from agent_tree_operator.reconcile.trees import (
 TREES = ("agenttree.io", "v1alpha1", "agenttrees")
 DEPLOYMENTS = ("apps", "v1", "deployments")
 PODS = ("", "v1", "pods")
-MANAGED = {"app.kubernetes.io/managed-by": "agent-tree-operator"}
+MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
 MAX_RETRY_DELAY = 300.0
 KIND = "AgentTree"
 
@@ -279,7 +279,7 @@ async def refresh_tree_status(
         except KubeError as exc:
             kopf.warn(
                 {
-                    "apiVersion": "agenttree.io/v1alpha1",
+                    "apiVersion": naming.API_VERSION,
                     "kind": "AgentTree",
                     "metadata": {"namespace": key[0], "name": key[1], "uid": tree["uid"]},
                 },

@@ -166,7 +166,7 @@ def worker_deployment(
             "name": naming.deployment_name(tree, agent),
             "namespace": namespace,
             "labels": labels,
-            "annotations": {"agenttree.io/task-queue": queue},
+            "annotations": {naming.ANNOTATION_TASK_QUEUE: queue},
             "ownerReferences": [owner_reference(tree, tree_uid)],
         },
         "spec": deployment_spec,
