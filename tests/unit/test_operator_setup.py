@@ -131,6 +131,26 @@ async def test_retiring_labels_the_run_in_the_same_json_patch_that_releases_the_
     assert not after["metadata"].get("finalizers")
 
 
+async def test_a_finalizer_left_over_from_a_conflicted_patch_never_rides_along_with_the_label():
+    """Seen on the real platform: a run finished before kopf's first PATCH (adding the finalizer) landed;
+    kopf kept that function for the next cycle, which also labelled the run: the run left the watch
+    holding a finalizer, and its namespace could not be deleted."""
+    from kopf._cogs.structs import finalizers
+
+    raw = run_body("Succeeded", finalizers=[])  # kopf's first PATCH never landed
+    leftover = kopf.Patch(fns=[lambda b: finalizers.block_deletion(body=b, finalizer=FINALIZER)])
+    patch = kopf.Patch(leftover)  # what kopf starts the next cycle with (memory.remaining_patch)
+    await runs_handlers.retire_run(patch=patch)
+    after = dict(raw)
+    for fn in patch.fns:
+        fn(after)
+    assert after["metadata"]["labels"]["agenttree.io/finished"] == "true"
+    assert FINALIZER not in (after["metadata"].get("finalizers") or [])
+    other = run_body("Succeeded", finalizers=["example.com/keep", FINALIZER])
+    runs_handlers.mark_finished(other)
+    assert other["metadata"]["finalizers"] == ["example.com/keep"]  # only ours is released
+
+
 def test_handlers_are_registered():
     registry = kopf.get_default_registry()
     ids = {h.id for h in registry._changing.get_all_handlers()}

@@ -44,9 +44,18 @@ def retirable(status: Any, spec: Any, labels: Any, **_: Any) -> bool:
 
 
 def mark_finished(body: dict[str, Any]) -> None:
-    """A kopf patch function: label the run finished (applied with the finalizer's release, below)."""
+    """A kopf patch function: label the run finished AND drop the operator's finalizer.
+
+    Dropping the finalizer here is kopf's own decision for such a run (no daemon and no deletion
+    handler matches it), taken inside the same function so that no other patch function of the cycle
+    can leave it in place: a finalizer-adding function left over from a conflicted PATCH (a run that
+    finished before kopf's first PATCH landed) would otherwise ride along with the label, and a run
+    outside the watch would keep a finalizer nobody removes.
+    """
     meta = body.setdefault("metadata", {})
     meta["labels"] = {**(meta.get("labels") or {}), naming.LABEL_FINISHED: "true"}
+    if naming.FINALIZER in (meta.get("finalizers") or []):
+        meta["finalizers"] = [f for f in meta["finalizers"] if f != naming.FINALIZER]
 
 
 # When the daemon must stop (run deleted, finished, operator exiting) kopf first only signals it
@@ -74,9 +83,8 @@ async def retire_run(patch: kopf.Patch, **_: Any) -> None:
     """Label a finished run so that it leaves the operator's watch (and memory).
 
     A patch *function*, not a merge patch: kopf turns functions into ONE JSON patch guarded by the
-    object's resourceVersion, and in this same processing cycle it adds its own function releasing
-    the finalizer (no daemon and no deletion handler match a finished run without a TTL). So the
-    label and the finalizer's release land together or not at all: a run never leaves the watch
-    still holding a finalizer that nobody would remove.
+    object's resourceVersion, and :func:`mark_finished` releases the finalizer in that same function.
+    So the label and the release land together or not at all: a run never leaves the watch still
+    holding a finalizer that nobody would remove.
     """
     patch.fns.append(mark_finished)
