@@ -333,7 +333,7 @@ def test_twenty_runs_at_once_succeed_with_few_status_patches(platform: Platform,
     for run in sorted(items, key=lambda x: x["metadata"]["name"]):
         name, status = run["metadata"]["name"], run["status"]
         seconds = iso_seconds(status["completedAt"]) - iso_seconds(run["metadata"]["creationTimestamp"])
-        # At most one status patch per interval per run (the final one waits for the interval too);
+        # Running and the final write at once, progress at most once per interval (plan_write);
         # +1 for second-granularity timestamps.
         bound = 2 + math.ceil(seconds / (INTERVAL_MS / 1000))
         steps_streamed = r.xlen(naming.stream_key(status["workflowId"]))
