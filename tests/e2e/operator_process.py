@@ -106,12 +106,14 @@ class OperatorProcess:
 
 @contextmanager
 def running(op: OperatorProcess) -> Iterator[OperatorProcess]:
-    """Start ``op``; on exit stop it, and fail the test if it had crashed meanwhile."""
+    """Start ``op``; on exit stop it (also when the test failed), and fail the test if it had crashed."""
     op.start()
-    yield op
-    crashed = not op.alive()
-    op.stop()
-    print(f"\noperator log: {op.log}")
+    try:
+        yield op
+    finally:
+        crashed = not op.alive()
+        op.stop()
+        print(f"\noperator log: {op.log}")
     if crashed:
         pytest.fail(f"the operator crashed:\n{op.tail()}")
 
