@@ -5,7 +5,8 @@
 engine that ran one child workflow per agent turn, ``v2`` by today's engine (one workflow per run, its
 turns inline behind ``workflow.patched("one-workflow-per-run")``). Runs started by an older engine are still running
 when a new worker is deployed, so every committed history must keep replaying (docs/durable-runs.md,
-"Changing workflow code"). The Replayer needs no server: it runs the workflow code against the events.
+"Engine generations, changing workflow code, upgrading"). The Replayer needs no server: it runs the
+workflow code against the events.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
-"""The durable executor: ``AgentRunWorkflow`` (a whole run) and ``AgentWorkflow`` (one agent's turn).
+"""The durable executor: ``AgentRunWorkflow``, ONE workflow per run (engine v2).
 
 ``AgentRunWorkflow`` runs on the root agent's task queue and takes every routing decision with
-:mod:`agent_tree.policy`, exactly like the embedded orchestrator. Each child's turn is an
-``AgentWorkflow`` on THAT child's task queue, so it progresses only while that agent's workers are
-up. Inside a turn, a Python agent runs as one activity (its tool calls journaled in PostgreSQL); a
-model agent's loop (:mod:`agent_tree.providers.openai_chat`) runs here, with each model call and
-each tool call as its own activity. Workflows do no I/O: steps are buffered and written by the
-next activity (piggybacked), and large values travel as blob references.
+:mod:`agent_tree.policy`, exactly like the embedded orchestrator. A child's turn runs inside it, but
+every activity of that turn is dispatched on THAT child's task queue, so the turn progresses only
+while that agent's workers are up: a Python agent's turn is one activity (its tool calls journaled in
+PostgreSQL); a model agent's loop (:mod:`agent_tree.providers.openai_chat`) runs here, each model
+call and each tool call an activity. Between two root turns a long run continues as new. Workflows do
+no I/O: steps are buffered and written by the next activity (piggybacked), and large values travel as
+blob references. ``AgentWorkflow`` (engine v1's child workflow per turn) stays registered for runs
+v1 started (docs/durable-runs.md, "Engine generations, changing workflow code, upgrading").
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ RECORD_BEFORE_TURN = "record-steps-before-child-turn"
 COUNT_NESTED_USAGE = "count-nested-and-routing-usage"
 # Patch id of engine v2: an agent's turn runs inside the run's workflow, its activities dispatched on
 # that agent's task queue, instead of as a child AgentWorkflow. Runs started by engine v1 replay (and
-# go on) with child workflows; see docs/durable-runs.md, "Changing workflow code".
+# go on) with child workflows; see docs/durable-runs.md, "Engine generations".
 ONE_WORKFLOW_PER_RUN = "one-workflow-per-run"
 # Patch id of continuing as new between two of the root's turns once the history is long (only a run
 # that reaches the length records the marker, so shorter histories replay unchanged).
