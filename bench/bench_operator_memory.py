@@ -33,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench_platform import rss_mib, wait_for  # same folder: one copy of the helpers
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 GROUP, VERSION = "agenttree.io", "v1alpha1"
@@ -46,13 +48,6 @@ RESULT = {
     "steps": 3,
     "token_usage": 0,
 }
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def settled_rss(pid: int, pause: float = 5.0, seconds: float = 10.0) -> float:
@@ -120,17 +115,6 @@ def count_runs(namespace: str, selector: str) -> int:
         token = page["metadata"].get("continue")
         if not token:
             return total
-
-
-def wait_for(check: Any, timeout: float, what: str, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
