@@ -10,6 +10,7 @@ import pytest
 from agent_tree_worker.store import HistoryStore
 from durable_support import run_durable, tree_spec, unique
 from fake_openai import FakeOpenAI
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from agent_tree.cli import load_tree
@@ -96,8 +97,16 @@ async def test_a_run_continues_as_new_between_root_turns_on_real_workers(
     handle, continued = await run_durable(client, tree.spec, namespace=unique("can"), continue_after_events=10, **kw)
     assert continued["status"] == plain["status"] == "completed"
     assert (continued["answer"], continued["steps"]) == (plain["answer"], plain["steps"])
-    runs = [w async for w in client.list_workflows(f"WorkflowId = '{handle.id}'")]
-    assert len(runs) == 3, "one run per root turn: continued as new twice"
+    # Follow the chain through the histories (not visibility, which may lag): first run -> ... -> last.
+    runs, run_id = 0, handle.first_execution_run_id
+    while run_id:
+        runs += 1
+        last = (await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()).events[-1]
+        continued_as_new = last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+        run_id = (
+            last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id if continued_as_new else None
+        )
+    assert runs == 3, "one run per root turn: continued as new twice"
     store = HistoryStore(database_url)
     try:
         steps = await store.steps(handle.id)
