@@ -62,3 +62,5 @@ class SupervisorResult(_Strict):
     handoffs: list[HandoffResult] = Field(default_factory=list)
     context: dict[str, Any] = Field(default_factory=dict)
     token_usage: int = 0
+    reason: str | None = None
+    """Why the run stopped when a limit stopped it (``BudgetExceeded``, ``DeadlineExceeded``), else None."""

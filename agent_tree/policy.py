@@ -40,6 +40,10 @@ from agent_tree.models import HandoffResult, RunStatus
 CONTEXT_HISTORY_KEY = "_handoffs"
 DEFAULT_MAX_STEPS = 10
 TIMED_OUT = "the run timed out before an agent answered"
+BUDGET_EXCEEDED = "BudgetExceeded"
+"""The reason of a run the policy stopped on a budget (AgentRun condition reason, result ``reason``)."""
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+"""The reason of a run the policy stopped at its deadline (``timeoutSeconds``)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,9 @@ class Finish:
     answer: str
     final_agent: str | None
     payload: dict[str, Any]
+    reason: str | None = None
+    """Why the policy stopped the run, when a limit did (:data:`BUDGET_EXCEEDED`,
+    :data:`DEADLINE_EXCEEDED`); None when the agents' handoffs ended it."""
 
 
 @dataclass(frozen=True)
@@ -188,9 +195,9 @@ def budget_exceeded(tokens: int, tool_calls: int, budgets: Mapping[str, Any] | N
     """
     budgets = budgets or {}
     if budgets.get("maxTokens") and tokens > budgets["maxTokens"]:
-        return f"token budget exceeded: {tokens} tokens used, budgets.maxTokens is {budgets['maxTokens']}"
+        return f"token budget exceeded: {tokens} tokens used, spec.budgets.maxTokens is {budgets['maxTokens']}"
     if budgets.get("maxToolCalls") and tool_calls > budgets["maxToolCalls"]:
-        return f"tool call budget exceeded: {tool_calls} calls, budgets.maxToolCalls is {budgets['maxToolCalls']}"
+        return f"tool call budget exceeded: {tool_calls} calls, spec.budgets.maxToolCalls is {budgets['maxToolCalls']}"
     return None
 
 
@@ -208,7 +215,7 @@ def over_budget(
     if reason is None or not isinstance(decide(state), Route):
         return None
     last = state.handoffs[-1]
-    return Finish("failed", reason, last["from_agent"], dict(last.get("payload") or {}))
+    return Finish("failed", reason, last["from_agent"], dict(last.get("payload") or {}), BUDGET_EXCEEDED)
 
 
 def deadline_reached(now: float, deadline: float | None, state: SupervisorState) -> Finish | None:
@@ -216,4 +223,4 @@ def deadline_reached(now: float, deadline: float | None, state: SupervisorState)
     if deadline is None or now < deadline:
         return None
     last = state.handoffs[-1] if state.handoffs else {}
-    return Finish("failed", TIMED_OUT, last.get("from_agent"), {})
+    return Finish("failed", TIMED_OUT, last.get("from_agent"), {}, DEADLINE_EXCEEDED)

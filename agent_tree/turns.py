@@ -131,6 +131,7 @@ def finish_result(state: policy.SupervisorState, decision: policy.Finish) -> Sup
         handoffs=handoffs,
         context={k: v for k, v in state.context.items() if k != policy.CONTEXT_HISTORY_KEY},
         token_usage=sum(h.traces.token_usage for h in handoffs),
+        reason=decision.reason,
     )
 
 

@@ -91,6 +91,16 @@ class RunResult(BaseModel):
     token_usage: int = 0
     tree_revision: str | None = None
     workflow_id: str | None = None
+    reason: str | None = None
+    """Set when a limit of the policy stopped the run (``BudgetExceeded``, ``DeadlineExceeded``): the
+    AgentRun's condition reason. Absent from the JSON while unset (results of older runs have none)."""
+
+    @model_serializer(mode="wrap")
+    def _without_unset_reason(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("reason") is None:
+            data.pop("reason", None)
+        return data
 
 
 def spec_revision(spec: AgentTreeSpec | dict[str, Any]) -> str:

@@ -173,7 +173,7 @@ async def test_model_routers_and_model_agent_tool_every_call_counted_with_its_st
 @pytest.mark.parametrize(
     ("budgets", "status", "answer"),
     [
-        ({"maxTokens": 100}, "failed", "token budget exceeded: 500 tokens used, budgets.maxTokens is 100"),
+        ({"maxTokens": 100}, "failed", "token budget exceeded: 500 tokens used, spec.budgets.maxTokens is 100"),
         ({"maxToolCalls": 1, "maxTokens": 1000}, "completed", "fallback answered"),
     ],
 )

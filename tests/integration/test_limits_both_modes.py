@@ -73,9 +73,10 @@ CASES = {
     "max-steps": ("spender", {"max_steps": 1}),
     "timeout": ("sleeper", {"timeout_seconds": 2}),
 }
+REASONS = {"tokens": "BudgetExceeded", "tool-calls": "BudgetExceeded", "timeout": "DeadlineExceeded"}
 EXPECTED = {
-    "tokens": ("failed", "token budget exceeded: 500 tokens used, budgets.maxTokens is 100", "desk"),
-    "tool-calls": ("failed", "tool call budget exceeded: 2 calls, budgets.maxToolCalls is 1", "desk"),
+    "tokens": ("failed", "token budget exceeded: 500 tokens used, spec.budgets.maxTokens is 100", "desk"),
+    "tool-calls": ("failed", "tool call budget exceeded: 2 calls, spec.budgets.maxToolCalls is 1", "desk"),
     "within-budgets": ("completed", "fallback answered", "fallback"),
     "max-steps": ("max_steps_reached", "stopped after max_steps=1 child turns without an ok handoff", "desk"),
     "timeout": ("failed", policy.TIMED_OUT, "desk"),
@@ -109,3 +110,5 @@ async def test_the_same_stop_durable_and_embedded(client: Client, database_url: 
     assert (durable["status"], durable["answer"], durable["final_agent"]) == EXPECTED[case]
     assert (local.status, local.answer, local.final_agent) == EXPECTED[case]
     assert (local.steps, local.token_usage) == (durable["steps"], durable["token_usage"])
+    # The same reason too (the AgentRun's condition reason): which limit stopped the run, if one did.
+    assert local.reason == durable.get("reason") == REASONS.get(case)

@@ -144,6 +144,27 @@ def test_failures_without_result():
     assert get(s["conditions"], "Failed")["reason"] == "Timeout"
 
 
+def test_a_run_stopped_by_a_budget_fails_with_reason_budget_exceeded():
+    live = running()
+    live.finish_with_result(
+        {
+            "status": "failed",
+            "answer": "token budget exceeded: 500 tokens used, spec.budgets.maxTokens is 100",
+            "reason": "BudgetExceeded",
+            "steps": 2,
+        },
+        LATER,
+    )
+    s = status(live)
+    assert s["phase"] == "Failed"
+    assert get(s["conditions"], "Failed")["reason"] == "BudgetExceeded"
+    assert "spec.budgets.maxTokens" in s["message"]
+    # Without a reason (the agents failed) the reason stays AgentsFailed.
+    other = running()
+    other.finish_with_result({"status": "failed", "answer": "nobody could", "steps": 2}, LATER)
+    assert get(status(other)["conditions"], "Failed")["reason"] == "AgentsFailed"
+
+
 def test_status_stays_a_small_summary():
     live = running()
     live.finish_with_result(

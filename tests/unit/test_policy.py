@@ -105,11 +105,11 @@ def test_budget_exceeded_names_the_budget_in_the_durable_words():
     assert policy.budget_exceeded(100, 1, {"maxTokens": 100, "maxToolCalls": 1}) is None  # at the budget is fine
     assert (
         policy.budget_exceeded(101, 0, {"maxTokens": 100})
-        == "token budget exceeded: 101 tokens used, budgets.maxTokens is 100"
+        == "token budget exceeded: 101 tokens used, spec.budgets.maxTokens is 100"
     )
     assert (
         policy.budget_exceeded(0, 2, {"maxToolCalls": 1})
-        == "tool call budget exceeded: 2 calls, budgets.maxToolCalls is 1"
+        == "tool call budget exceeded: 2 calls, spec.budgets.maxToolCalls is 1"
     )
     # Tokens are checked first, as the durable executor always did.
     assert policy.budget_exceeded(5, 5, {"maxTokens": 1, "maxToolCalls": 1}).startswith("token budget")
@@ -131,7 +131,11 @@ def test_over_budget_fails_the_run_only_when_it_would_route_again():
     assert policy.over_budget(state, 10**6, 10**6, {"maxTokens": 1}) is None  # no turn yet
     failed = policy.observe(state, handoff("a", "failed", "no", {"k": 1}))
     assert policy.over_budget(failed, 500, 0, {"maxTokens": 100}) == policy.Finish(
-        "failed", "token budget exceeded: 500 tokens used, budgets.maxTokens is 100", "a", {"k": 1}
+        "failed",
+        "token budget exceeded: 500 tokens used, spec.budgets.maxTokens is 100",
+        "a",
+        {"k": 1},
+        policy.BUDGET_EXCEEDED,
     )
     assert policy.over_budget(failed, 100, 0, {"maxTokens": 100}) is None
     # An answer that cost too much is still the answer: decide() finishes the run.
@@ -147,11 +151,11 @@ def test_deadline_reached_before_a_turn():
     assert policy.deadline_reached(99.9, 100.0, state) is None
     assert policy.deadline_reached(10**9, None, state) is None
     assert policy.deadline_reached(100.0, 100.0, state) == policy.Finish(
-        "failed", "the run timed out before an agent answered", None, {}
+        "failed", "the run timed out before an agent answered", None, {}, policy.DEADLINE_EXCEEDED
     )
     after = policy.observe(state, handoff("a", "failed", payload={"k": 1}))
     assert policy.deadline_reached(101.0, 100.0, after) == policy.Finish(
-        "failed", "the run timed out before an agent answered", "a", {}
+        "failed", "the run timed out before an agent answered", "a", {}, policy.DEADLINE_EXCEEDED
     )
 
 
@@ -159,3 +163,8 @@ def test_max_steps_of_a_run():
     assert policy.max_steps(3, 7) == 3
     assert policy.max_steps(None, 7) == 7
     assert policy.max_steps(None, None) == policy.DEFAULT_MAX_STEPS == 10
+
+
+def test_the_stop_reasons_are_the_agentrun_condition_reasons():
+    # The operator writes them as the Failed condition's reason; kubectl and kstatus users read them.
+    assert (policy.BUDGET_EXCEEDED, policy.DEADLINE_EXCEEDED) == ("BudgetExceeded", "DeadlineExceeded")

@@ -61,7 +61,7 @@ def test_token_budget(tmp_path, capsys):
     result = out["result"]
     assert code == 1
     assert result["status"] == "failed"
-    assert result["answer"] == "token budget exceeded: 500 tokens used, budgets.maxTokens is 100"
+    assert result["answer"] == "token budget exceeded: 500 tokens used, spec.budgets.maxTokens is 100"
     assert (result["final_agent"], result["payload"], result["steps"]) == ("spender", {"spent": 500}, 1)
     assert started(out["events"]) == ["office", "spender"]
 
@@ -73,7 +73,7 @@ def test_tool_call_budget(tmp_path, capsys):
     assert code == 1
     assert (result["status"], result["answer"]) == (
         "failed",
-        "tool call budget exceeded: 2 calls, budgets.maxToolCalls is 1",
+        "tool call budget exceeded: 2 calls, spec.budgets.maxToolCalls is 1",
     )
     assert started(out["events"]) == ["office", "spender"]
 
@@ -114,7 +114,7 @@ def test_timeout_stops_a_running_turn_and_nested_supervisors(tmp_path, capsys):
 def test_printed_result_and_exit_code_of_a_stopped_run(tmp_path, capsys):
     assert main(["run", "-f", str(TREE), "-f", run_manifest(tmp_path, budgets={"maxTokens": 100})]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert "answer: token budget exceeded: 500 tokens used, budgets.maxTokens is 100" in lines
+    assert "answer: token budget exceeded: 500 tokens used, spec.budgets.maxTokens is 100" in lines
     assert "status: failed" in lines
     assert "steps:  1  final agent: spender" in lines
 
@@ -168,7 +168,7 @@ async def test_planner_tokens_count_against_the_token_budget():
     result = await SupervisorOrchestrator(tree, planner=planner, budgets={"maxTokens": 200}).run("q")
     assert (result.status, result.answer) == (
         "failed",
-        "token budget exceeded: 300 tokens used, budgets.maxTokens is 200",
+        "token budget exceeded: 300 tokens used, spec.budgets.maxTokens is 200",
     )
     assert result.token_usage == 300 and result.steps == 1
 

@@ -148,6 +148,7 @@ async def test_one_workflow_per_run_each_turn_on_its_agents_queue(env: WorkflowE
     result, history = await run(env, mocks, ["desk", "intake", "answer"])
     assert result["status"] == "completed", result
     assert result["final_agent"] == "answer"
+    assert "reason" not in result  # the agents ended it, no limit
     turns = [(queue, agent) for name, queue, agent in mocks.calls if name == t.PYTHON_TURN]
     assert turns == [
         (naming.task_queue(NS, TREE, "intake"), "intake"),
@@ -168,7 +169,8 @@ async def test_budget_stops_the_run_with_the_policy_message(env: WorkflowEnviron
     mocks = Mocks(tool_calls_per_turn=2)
     result, _ = await run(env, mocks, ["desk", "intake", "answer"], budgets={"maxToolCalls": 1})
     assert result["status"] == "failed"
-    assert result["answer"] == "tool call budget exceeded: 2 calls, budgets.maxToolCalls is 1"
+    assert result["answer"] == "tool call budget exceeded: 2 calls, spec.budgets.maxToolCalls is 1"
+    assert result["reason"] == "BudgetExceeded"
     assert [agent for name, _, agent in mocks.calls if name == t.PYTHON_TURN] == ["intake"]
 
 
@@ -176,7 +178,7 @@ async def test_token_budget(env: WorkflowEnvironment) -> None:
     mocks = Mocks(tokens_per_turn=50)
     result, _ = await run(env, mocks, ["desk", "intake", "answer"], budgets={"maxTokens": 40})
     assert result["status"] == "failed"
-    assert result["answer"] == "token budget exceeded: 50 tokens used, budgets.maxTokens is 40"
+    assert result["answer"] == "token budget exceeded: 50 tokens used, spec.budgets.maxTokens is 40"
 
 
 async def test_a_turn_whose_agent_has_no_workers_ends_at_the_deadline(env: WorkflowEnvironment) -> None:
@@ -186,6 +188,7 @@ async def test_a_turn_whose_agent_has_no_workers_ends_at_the_deadline(env: Workf
     result, _ = await run(env, mocks, ["desk", "answer"], timeout_seconds=2)
     assert result["status"] == "failed"
     assert result["answer"] == "the run timed out before an agent answered"
+    assert result["reason"] == "DeadlineExceeded"
     assert not [c for c in mocks.calls if c[0] == t.PYTHON_TURN]
 
 
@@ -225,7 +228,7 @@ async def test_a_long_run_continues_as_new_between_root_turns_and_carries_its_st
     budget = Mocks()
     result, _ = await run(env, budget, agents, spec=LONG, continue_after_events=20, budgets={"maxToolCalls": 6})
     assert result["status"] == "failed"
-    assert result["answer"] == "tool call budget exceeded: 7 calls, budgets.maxToolCalls is 6"
+    assert result["answer"] == "tool call budget exceeded: 7 calls, spec.budgets.maxToolCalls is 6"
 
 
 async def test_a_short_run_never_continues_as_new(env: WorkflowEnvironment) -> None:

@@ -579,6 +579,8 @@ class AgentRunWorkflow:
                 "steps": state.steps,
                 "token_usage": ex.tokens,
             }
+            if decision.reason is not None:  # a limit of the policy stopped the run
+                result["reason"] = decision.reason
         except _ContinueAsNew as go_on:
             carried = {
                 "deadline": ex.deadline,

@@ -138,6 +138,8 @@ class LiveRun:
         """Fold the workflow's result summary (answer/status/final_agent/payload/plan/steps/token_usage)."""
         status = str(result.get("status") or "completed")
         self.phase, self.reason = RESULT_PHASES.get(status, ("Failed", "UnknownResult"))
+        if result.get("reason") and self.phase == "Failed":  # a limit stopped it: BudgetExceeded, ...
+            self.reason = str(result["reason"])
         self.answer = result.get("answer")
         self.result = result.get("payload") if result.get("payload") is not None else self.result
         self.plan = result.get("plan") if result.get("plan") is not None else self.plan
