@@ -23,9 +23,9 @@ commit in a ``git worktree``) to compare.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
-import statistics
 import sys
 import time
 import uuid
@@ -33,7 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench_platform import rss_mib, wait_for  # same folder: one copy of the helpers
+from bench_platform import settled_rss as platform_settled_rss  # same folder: one copy of the helpers
+from bench_platform import wait_for
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -50,15 +51,8 @@ RESULT = {
 }
 
 
-def settled_rss(pid: int, pause: float = 5.0, seconds: float = 10.0) -> float:
-    """Median RSS over ``seconds`` after ``pause`` seconds of quiet."""
-    time.sleep(pause)
-    samples = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        samples.append(rss_mib(pid))
-        time.sleep(0.5)
-    return statistics.median(samples)
+settled_rss = functools.partial(platform_settled_rss, seconds=10.0, pause=5.0)
+"""Median RSS over 10 s after 5 s of quiet (bench_platform's, with a longer settle for big listings)."""
 
 
 def finished_status(namespace: str, name: str, uid: str) -> dict[str, Any]:

@@ -131,8 +131,9 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def settled_rss(pid: int, seconds: float = 5.0) -> float:
-    """Median RSS over a few samples (after the operator had a moment to settle)."""
+def settled_rss(pid: int, seconds: float = 5.0, pause: float = 0.0) -> float:
+    """Median RSS over ``seconds`` of samples, taken after ``pause`` seconds of quiet."""
+    time.sleep(pause)
     samples = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

@@ -19,12 +19,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from durable_support import WorkerProcess, in_process_workers, wait_for, worker_env
+from durable_support import WorkerProcess, in_process_workers, unique, wait_for, worker_env
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from test_durable_failures import ANSWER, executions, queues, start_books
-
-from agent_tree import naming
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +69,7 @@ async def test_a_v1_run_mid_tool_call_ends_on_v2_workers(
     client: Client, temporal_address: str, database_url: str, redis_url: str, test_dir: Path, tmp_path_factory
 ) -> None:
     old = export_v1(tmp_path_factory.mktemp("engine-v1"))
-    namespace, key = f"upgrade-{test_dir.name[-6:]}".lower(), "k-upgrade"
+    namespace, key = unique("upgrade"), "k-upgrade"
     env = worker_env(temporal_address, database_url, redis_url, DURABLE_TEST_DIR=str(test_dir))
     v1 = [v1_worker(old, namespace, agent, env, test_dir) for agent in ("office", "intake", "bookkeeper")]
     try:
@@ -102,4 +100,3 @@ async def test_a_v1_run_mid_tool_call_ends_on_v2_workers(
         after = await start_books(client, namespace, key2)
         assert (await asyncio.wait_for(after.result(), 60))["answer"] == ANSWER
         assert not await has_child_workflows(client, after.id)
-    assert naming.task_queue(namespace, "books", "office") in queues(namespace, "office")
