@@ -388,7 +388,7 @@ class AgentRunSpec(_Model):
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
-RunPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Cancelled"]
+RunPhase = Literal["Pending", "Running", "AwaitingApproval", "Paused", "Succeeded", "Failed", "Cancelled"]
 
 
 class Condition(BaseModel):

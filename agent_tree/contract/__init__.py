@@ -29,6 +29,10 @@ from agent_tree.contract.run import (
 from agent_tree.contract.steps import (
     AGENT_END,
     AGENT_START,
+    APPROVAL_DECIDED,
+    APPROVAL_REQUESTED,
+    BUDGET_EXHAUSTED,
+    BUDGETS_CHANGED,
     HANDOFF,
     HOOK_STEP_TYPES,
     MODEL_USAGE,
@@ -75,6 +79,10 @@ TOOL_CALL = "agent_tree.tool_call"
 __all__ = [
     "AGENT_END",
     "AGENT_START",
+    "APPROVAL_DECIDED",
+    "APPROVAL_REQUESTED",
+    "BUDGETS_CHANGED",
+    "BUDGET_EXHAUSTED",
     "FINISH_RUN",
     "HANDOFF",
     "HOOK_STEP_TYPES",

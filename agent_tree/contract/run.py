@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_serializer
 
+from agent_tree.contract.control import ApprovalRequest
 from agent_tree.spec import MAX_INPUT_CHARS, AgentTreeSpec
 
 RunStatus = Literal["completed", "failed", "max_steps_reached", "cancelled"]
@@ -75,6 +76,12 @@ class Progress(BaseModel):
     steps: int = 0
     token_usage: int = Field(0, validation_alias=AliasChoices("token_usage", "tokenUsage"))
     plan: dict[str, Any] | None = None
+    approvals: list[ApprovalRequest] = Field(default_factory=list)
+    """Tool calls waiting for a decision now (phase ``AwaitingApproval`` while any is)."""
+    paused: str | None = None
+    """Set while a budget with ``onExhausted: pause`` holds the run (phase ``Paused``): which, and the fix."""
+    usage: dict[str, Any] = Field(default_factory=dict)
+    """The run's usage so far against its budgets: turns, toolCalls, tokens, costUSD."""
 
 
 class RunResult(BaseModel):

@@ -20,8 +20,28 @@ TOOL_START = "tool_start"
 TOOL_END = "tool_end"
 REASONING = "reasoning"
 MODEL_USAGE = "model_usage"
+APPROVAL_REQUESTED = "approval_requested"
+"""A tool call waits for a person (``data``: :class:`agent_tree.contract.control.ApprovalRequest`)."""
+APPROVAL_DECIDED = "approval_decided"
+"""Who decided it, when and why (``data``: id, decision, decided_by, reason, decided_at)."""
+BUDGET_EXHAUSTED = "budget_exhausted"
+"""A budget with ``onExhausted: pause`` stopped the run until it is raised (``data``: budget, used, limit)."""
+BUDGETS_CHANGED = "budgets_changed"
+"""The run's budgets were changed while it ran (``data``: budgets, resumed)."""
 
-StepType = Literal["agent_start", "agent_end", "handoff", "tool_start", "tool_end", "reasoning", "model_usage"]
+StepType = Literal[
+    "agent_start",
+    "agent_end",
+    "handoff",
+    "tool_start",
+    "tool_end",
+    "reasoning",
+    "model_usage",
+    "approval_requested",
+    "approval_decided",
+    "budget_exhausted",
+    "budgets_changed",
+]
 STEP_TYPES: tuple[str, ...] = get_args(StepType)
 HOOK_STEP_TYPES: tuple[str, ...] = (AGENT_START, AGENT_END, HANDOFF, TOOL_START, TOOL_END, REASONING)
 """The steps the embedded hooks emit; ``model_usage`` is recorded by the executors that call models."""

@@ -251,11 +251,12 @@ def test_health(kind_dir: Path, case: dict[str, Any]) -> None:
 def test_every_run_phase_has_a_sample_and_the_documented_health() -> None:
     """Every phase of agent_tree.spec.RunPhase (the CRD's enum) maps as docs/gitops.md says.
 
-    AwaitingApproval is not a phase yet; health.lua maps it already (Argo CD's Suspended: waiting on a
-    person), so adding it to the enum needs no script change.
+    AwaitingApproval and Paused are Argo CD's Suspended: the run waits on a person (a decision, a
+    raised budget).
     """
     expected = {"Pending": "Progressing", "Running": "Progressing", "Succeeded": "Healthy",
-                "Failed": "Degraded", "Cancelled": "Suspended", "AwaitingApproval": "Suspended"}  # fmt: skip
+                "Failed": "Degraded", "Cancelled": "Suspended", "AwaitingApproval": "Suspended",
+                "Paused": "Suspended"}  # fmt: skip
     assert set(typing.get_args(RunPhase)) <= set(expected), "a phase was added: map it in health.lua"
     seen: dict[str, set[str]] = {}
     for case in load(RUN / "health_test.yaml")["tests"]:

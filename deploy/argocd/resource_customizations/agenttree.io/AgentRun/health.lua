@@ -1,6 +1,6 @@
 -- Argo CD health of an agenttree.io/v1alpha1 AgentRun (Lua 5.1, as Argo CD's gopher-lua).
 -- Pending / Running -> Progressing, Succeeded -> Healthy, Failed -> Degraded,
--- AwaitingApproval -> Suspended (waiting on a person), Cancelled -> Suspended (a deliberate stop,
+-- AwaitingApproval / Paused -> Suspended (waiting on a person: a decision, a raised budget), Cancelled -> Suspended (a deliberate stop,
 -- not a fault). The operator is the only writer of status; until it has written a phase the run is
 -- Progressing. Argo CD runs this with only the base, table and package libraries open (and
 -- require("os") for time and date): no string.* or math.* here.
@@ -93,6 +93,9 @@ elseif phase == "Running" then
 elseif phase == "AwaitingApproval" then
   hs.status = "Suspended"
   hs.message = active(withWhy("Awaiting approval" .. progress(status), status))
+elseif phase == "Paused" then
+  hs.status = "Suspended"
+  hs.message = active(withWhy("Paused" .. progress(status), status))
 elseif phase == "Succeeded" then
   hs.status = "Healthy"
   if nonEmpty(status.answer) then

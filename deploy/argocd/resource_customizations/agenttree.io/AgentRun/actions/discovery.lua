@@ -1,5 +1,5 @@
 -- Argo CD actions offered on an AgentRun: `cancel`, enabled while the run can still be stopped
--- (no phase yet, Pending, Running or AwaitingApproval) and no cancellation was requested already.
+-- (no phase yet, Pending, Running, AwaitingApproval or Paused) and no cancellation was requested already.
 -- Argo CD runs discovery with only the base, table and package libraries open (and require("os")
 -- for time and date): no string.* or math.* here.
 local actions = {}
@@ -8,7 +8,7 @@ if obj.status ~= nil then
   phase = obj.status.phase
 end
 local active = phase == nil or phase == "" or phase == "Pending" or phase == "Running"
-  or phase == "AwaitingApproval"
+  or phase == "AwaitingApproval" or phase == "Paused"
 local requested = obj.metadata ~= nil and obj.metadata.annotations ~= nil
   and obj.metadata.annotations["agenttree.io/cancel"] == "true"
 actions["cancel"] = {
