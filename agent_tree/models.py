@@ -11,7 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 HandoffStatus = Literal["ok", "needs_more_info", "failed"]
-ToolStatus = Literal["ok", "error"]
+ToolStatus = Literal["ok", "error", "rejected"]
+"""``rejected``: the tool needed an approval and was refused (or timed out); it did not run."""
 RunStatus = Literal["completed", "failed", "max_steps_reached"]
 
 
@@ -20,7 +21,8 @@ class _Strict(BaseModel):
 
 
 class ToolResult(_Strict):
-    """The outcome of one tool call. A tool that raises becomes ``status="error"`` with the message."""
+    """The outcome of one tool call. A tool that raises becomes ``status="error"`` with the message; a call
+    that a person rejected (approvals) is ``status="rejected"``, ``error`` naming who and why."""
 
     tool_name: str
     output: Any = None

@@ -10,7 +10,15 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from agent_tree import output_schema
 from agent_tree.naming import API_VERSION
@@ -56,6 +64,29 @@ class ModelSpec(_Model):
     maxTurns: int = Field(default=8, ge=1, le=50, description="Model calls per agent turn (tool loops).")
 
 
+class ApproversSpec(_Model):
+    """Who may decide a tool call (empty lists: anyone the cluster's RBAC lets decide)."""
+
+    users: list[str] = Field(default_factory=list, max_length=100)
+    groups: list[str] = Field(default_factory=list, max_length=100)
+
+
+class ApprovalSpec(_Model):
+    """A person decides each call of this tool before it runs (docs/run-control.md, "Approvals")."""
+
+    required: bool = Field(default=True, description="False: the tool runs without asking (the block is kept).")
+    timeoutSeconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=7 * 86400,
+        description="Wait this long for a decision; default: until the run's deadline.",
+    )
+    onTimeout: Literal["reject", "approve"] = Field(
+        default="reject", description="The decision taken when nobody decided within timeoutSeconds."
+    )
+    approvers: ApproversSpec = Field(default_factory=ApproversSpec)
+
+
 class ToolSpec(_Model):
     """A tool of an agent: a Python callable (``entrypoint``) or another agent (``agent``)."""
 
@@ -67,8 +98,18 @@ class ToolSpec(_Model):
     parameters: dict[str, Any] | None = Field(
         default=None, description="JSON Schema of the arguments (for model agents); default: from the signature."
     )
+    approval: ApprovalSpec | None = Field(default=None, description="Ask a person before each call of this tool.")
 
     _entry = field_validator("entrypoint")(classmethod(lambda cls, v: _check_entrypoint(v)))
+
+    @model_serializer(mode="wrap")
+    def _without_unset_approval(self, handler: Any) -> dict[str, Any]:
+        # A tool without approval dumps as before the field existed: the tree's revision (a hash of the
+        # dumped spec) and the spec snapshotted into a run's input stay the same.
+        data = handler(self)
+        if data.get("approval") is None:
+            data.pop("approval", None)
+        return data
 
     @model_validator(mode="after")
     def _one_target(self) -> ToolSpec:

@@ -70,6 +70,11 @@ class ApprovalDecision(_Model):
     decided_at: str | None = None
 
 
+class DecisionError(ValueError):
+    """A decision the run refused (unknown id, empty decider) or could not take (the run has finished);
+    the message says which and what to do."""
+
+
 class DecisionAck(_Model):
     """The ``decide`` update's answer: the decision the run holds for this id."""
 

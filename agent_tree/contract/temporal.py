@@ -12,11 +12,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from agent_tree import naming
 from agent_tree.contract import (
@@ -29,6 +30,7 @@ from agent_tree.contract import (
     RunInput,
     RunResult,
 )
+from agent_tree.contract.control import DECIDE_UPDATE, ApprovalDecision, DecisionAck, DecisionError
 
 DATA_CONVERTER: DataConverter = pydantic_data_converter
 """The data converter of every client and worker (and of the Replayer in tests)."""
@@ -90,3 +92,28 @@ async def run_result(handle: WorkflowHandle[Any, Any], **kwargs: Any) -> RunResu
 async def run_progress(handle: WorkflowHandle[Any, Any]) -> Progress:
     """The run's ``progress`` query, read in either casing (engine v1 answered in camelCase)."""
     return Progress.model_validate(await handle.query(PROGRESS_QUERY))
+
+
+async def decide(client: Client, workflow_id: str, decision: ApprovalDecision) -> DecisionAck:
+    """Send a person's decision on a pending approval to the run (the ``decide`` Update).
+
+    Idempotent by ``decision.id``: the first decision stands, a repeated one (same or different)
+    returns that first decision with ``accepted=False``.
+
+    Raises:
+        DecisionError: the run refused the decision (an id it never requested: the message lists the
+            pending ids; an empty ``decided_by.username``), or the run has finished or does not exist.
+    """
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        return await handle.execute_update(DECIDE_UPDATE, decision, result_type=DecisionAck)
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        raise DecisionError(f"run {workflow_id}: {getattr(cause, 'message', None) or cause}") from exc
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise DecisionError(
+                f"run {workflow_id} is not running (it has finished or never existed): {exc.message}; "
+                "nothing was decided"
+            ) from exc
+        raise

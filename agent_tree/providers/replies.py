@@ -19,6 +19,8 @@ def tool_message_content(result: dict[str, Any]) -> Any:
     """What the model sees of a tool result: its output as text/JSON, or ``{"error": ...}``."""
     if result.get("status") == "error":
         return json.dumps({"error": result.get("error")})
+    if result.get("status") == "rejected":  # an approval refused it: the model reads who and why
+        return json.dumps({"status": "rejected", "error": result.get("error")})
     output = result.get("output")
     if isinstance(output, dict) and "$blob" in output:
         return output  # a stored large result, resolved by the caller just before the model call

@@ -215,6 +215,10 @@ class Activities:
     @activity.defn(name=t.RECORD_STEPS)
     async def record_steps(self, inp: t.StepsInput) -> None:
         await self.write(inp.run_id, inp.steps)
+        if self.store:
+            for row in inp.audit or ():
+                key = f"{inp.run_id}:{row['key']}"
+                await self.store.audit(key, inp.run_id, row["actor"], row["action"], row.get("details") or {})
 
     # --- agents -------------------------------------------------------------------------------
 

@@ -88,6 +88,9 @@ class FinishRunInput:
 class StepsInput:
     run_id: str
     steps: list[Step]
+    # audit_log rows to write with the steps ({key, actor, action, details}; key unique in the run), e.g.
+    # an approval's decision. Absent from older histories.
+    audit: list[dict[str, Any]] | None = None
 
 
 @dataclass

@@ -26,6 +26,7 @@ from temporalio.exceptions import ActivityError, CancelledError, ChildWorkflowEr
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from agent_tree import approvals as approval_policy
     from agent_tree import naming, policy, usage
     from agent_tree.contract import (
         AGENT_END,
@@ -40,9 +41,11 @@ with workflow.unsafe.imports_passed_through():
         TURN_WORKFLOW,
         Progress,
     )
+    from agent_tree.contract.control import DECIDE_UPDATE, ApprovalDecision, DecisionAck
     from agent_tree.providers import openai_chat as chat
     from agent_tree.spec import MAX_INPUT_CHARS, AgentTreeSpec
     from agent_tree_worker import inputs as t
+    from agent_tree_worker.approvals import TOOL_APPROVALS, Approvals
     from agent_tree_worker.metrics import REPAIR_FAILURES, REPAIRS
 
 HEARTBEAT = timedelta(seconds=8)
@@ -147,6 +150,7 @@ class Executor:
         deadline: float,
         rec: Recorder,
         queue: str | None = None,
+        approvals: Approvals | None = None,
     ) -> None:
         self.run_id = run_id
         # The task queue of the agent whose work this executor dispatches (None: this workflow's own):
@@ -160,6 +164,9 @@ class Executor:
         self.rec = rec
         self.tokens = 0
         self.tool_calls = 0
+        # The run's approval state (AgentRunWorkflow's, shared by every turn); None in engine v1's
+        # child workflows, which never ask (their runs predate approvals).
+        self.approvals = approvals
 
     def remaining(self, floor: float = 1.0) -> timedelta:
         return timedelta(seconds=max(floor, self.deadline - workflow.now().timestamp()))
@@ -303,6 +310,7 @@ class Executor:
             self.deadline,
             Recorder(turn.ord, turn.steps),
             queue=naming.task_queue(self.namespace, self.tree, turn.agent),
+            approvals=self.approvals,
         )
         handoff = await guarded_turn(sub, turn)
         self.rec.pending.extend(sub.rec.take())
@@ -442,6 +450,17 @@ class Executor:
                 self.rec.emit(TOOL_START, agent["name"], tool=call.name, args=call.args)
                 self.rec.emit(TOOL_END, agent["name"], tool=call.name, status="error", output=None, error=call.error)
             return result
+        approval = approval_policy.required(spec.get("approval")) if self.approvals is not None else None
+        if approval is not None and workflow.patched(TOOL_APPROVALS):
+            decision = await self.ask_approval(agent["name"], call.name, call.args, approval)
+            if decision.decision == "reject":
+                result = approval_policy.rejected_result(call.name, decision)
+                if not quiet:
+                    self.rec.emit(TOOL_START, agent["name"], tool=call.name, args=call.args)
+                    self.rec.emit(
+                        TOOL_END, agent["name"], tool=call.name, status="rejected", output=None, error=result["error"]
+                    )
+                return result
         if spec.get("agent"):
             if not quiet:
                 self.rec.emit(TOOL_START, agent["name"], tool=call.name, args=call.args)
@@ -486,11 +505,17 @@ class Executor:
                     )
             return {"tool_name": call.name, "output": None, "status": "error", "error": error, "duration_ms": None}
 
-    async def record_now(self, steps: list[t.Step]) -> None:
-        """Write steps from this worker now (a local activity: no task queue round trip)."""
+    async def ask_approval(self, agent: str, tool: str, args: Any, approval: dict[str, Any]) -> ApprovalDecision:
+        """Wait durably for a person's decision on one call (see agent_tree_worker.approvals)."""
+        assert self.approvals is not None
+        ords = (self.rec.next_ord(), self.rec.next_ord())
+        return await self.approvals.ask(self, agent, tool, args, approval, ords, self.rec.take())
+
+    async def record_now(self, steps: list[t.Step], audit: list[dict[str, Any]] | None = None) -> None:
+        """Write steps (and audit rows) from this worker now (a local activity: no task queue round trip)."""
         await workflow.execute_local_activity(
             t.RECORD_STEPS,
-            t.StepsInput(self.run_id, steps),
+            t.StepsInput(self.run_id, steps, audit) if audit else t.StepsInput(self.run_id, steps),
             start_to_close_timeout=timedelta(seconds=30),
             schedule_to_close_timeout=timedelta(hours=1),
             retry_policy=HISTORY_RETRY,
@@ -541,11 +566,21 @@ class AgentRunWorkflow:
             "token_usage": 0,
             "plan": None,
         }
+        self._approvals = Approvals(self._progress)
 
     @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> Progress:
-        """Phase, current agent, steps, tokens and plan: for followers when Redis is away."""
+        """Phase, current agent, steps, tokens, plan and pending approvals: for followers when Redis is away."""
         return Progress.model_validate(self._progress)
+
+    @workflow.update(name=DECIDE_UPDATE)
+    def decide(self, decision: ApprovalDecision) -> DecisionAck:
+        """A person's decision on a pending approval; idempotent by id (the first decision stands)."""
+        return self._approvals.decide(decision)
+
+    @decide.validator
+    def _check_decision(self, decision: ApprovalDecision) -> None:
+        self._approvals.validate(decision)
 
     @workflow.run
     async def run(self, inp: t.RunInput) -> dict[str, Any]:
@@ -560,7 +595,9 @@ class AgentRunWorkflow:
             inp.spec,
             resume.get("deadline", deadline),
             Recorder([], resume.get("pending")),
+            approvals=self._approvals,
         )
+        self._approvals.restore(resume.get("approvals"))
         self._progress.update(phase="Running", current_agent=root)
         if resume:  # continued as new: the run row exists, the plan was made; carry the counters on
             ex.rec.count, ex.tokens, ex.tool_calls = resume["count"], resume["tokens"], resume["tool_calls"]
@@ -591,6 +628,8 @@ class AgentRunWorkflow:
                 "plan": plan,
                 "state": go_on.state.to_dict(),
             }
+            if self._approvals.decided:
+                carried["approvals"] = self._approvals.carry()
             workflow.continue_as_new(inp.model_copy(update={"resume": carried}))
         except asyncio.CancelledError:
             result = self._result("cancelled", "the run was cancelled", ex, plan)
@@ -673,6 +712,8 @@ class AgentRunWorkflow:
     async def _finish(self, ex: Executor, inp: t.RunInput, root: str, result: dict[str, Any]) -> None:
         ex.rec.emit(AGENT_END, root, agent=root, status=result["status"], summary=result["answer"])
         result.update(tree_revision=inp.revision, workflow_id=ex.run_id)
+        self._approvals.pending.clear()
+        self._progress.pop("approvals", None)
         self._progress.update(
             phase={"completed": "Succeeded", "cancelled": "Cancelled"}.get(result["status"], "Failed"),
             current_agent=None,
