@@ -416,16 +416,71 @@ class Budgets(_Model):
     maxToolCalls: int | None = Field(default=None, ge=1)
 
 
+FORK_RUN_MESSAGE = (
+    "spec.forkFrom.run must be the name of an AgentRun in this run's namespace (not NAMESPACE/NAME: a run is "
+    "retried or forked in its own namespace); create this AgentRun in the source's namespace"
+)
+
+
+class ForkFrom(_Model):
+    """Retry or fork an earlier run of the same namespace, reusing its recorded steps 1..``step``."""
+
+    run: str = Field(
+        min_length=1,
+        max_length=253,
+        description="An AgentRun name in this run's namespace (its latest run in the history; it may be deleted).",
+    )
+    step: int | None = Field(
+        default=None,
+        ge=1,
+        description="Reuse the source's steps 1..step (as `agent-tree history` numbers them) and run live after; "
+        "unset: retry, reusing every step before the source's first failed one.",
+    )
+    input: str | None = Field(default=None, min_length=1, max_length=MAX_INPUT_CHARS)
+    context: dict[str, Any] | None = None
+    treeRevision: Literal["source", "current"] = Field(
+        default="source",
+        description="source: the source run's pinned tree spec (from the history); current: the AgentTree as it is now.",
+    )
+
+    @field_validator("run")
+    @classmethod
+    def _same_namespace(cls, value: str) -> str:
+        if not re.match(RESOURCE_NAME_RE, value):
+            raise ValueError(FORK_RUN_MESSAGE)
+        return value
+
+
 class AgentRunSpec(_Model):
     """One execution of a tree. Immutable after creation."""
 
-    treeRef: TreeRef
-    input: str = Field(min_length=1, max_length=MAX_INPUT_CHARS)
+    treeRef: TreeRef | None = Field(
+        default=None, description="Required unless forkFrom is set (then: the source's tree)."
+    )
+    input: str | None = Field(
+        default=None, min_length=1, max_length=MAX_INPUT_CHARS, description="Required unless forkFrom is set."
+    )
     context: dict[str, Any] = Field(default_factory=dict)
     maxSteps: int | None = Field(default=None, ge=1, le=100)
     timeoutSeconds: int = Field(default=3600, ge=1, le=7 * 86400)
     budgets: Budgets | None = None
     ttlSecondsAfterFinished: int | None = Field(default=None, ge=0)
+    forkFrom: ForkFrom | None = None
+
+    @model_validator(mode="after")
+    def _input_and_tree_or_fork(self) -> AgentRunSpec:
+        if self.forkFrom is None:
+            for name in ("treeRef", "input"):
+                if getattr(self, name) is None:
+                    raise ValueError(f"spec.{name} is required (unless spec.forkFrom names a run to retry or fork)")
+        return self
+
+
+class ForkedFrom(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    run: str
+    step: int
+    workflowId: str
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -477,6 +532,7 @@ class AgentRunStatus(BaseModel):
         default=None, description="startedAt to completedAt, e.g. 1m32s; empty until the run finishes."
     )
     message: str | None = None
+    forkedFrom: ForkedFrom | None = Field(default=None, description="The run this one retried or forked.")
     observedGeneration: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
 

@@ -108,3 +108,51 @@ class ForkSource(_Model):
     """Steps 1..step of the source (as ``agent-tree history`` numbers them) are reused, not re-run."""
     until_ord: list[int]
     """The ord of step ``step``: a call whose step ord is <= this is answered from the source."""
+
+
+def reused(key: list[int], until_ord: list[int]) -> bool:
+    """Whether the call recorded at ``key`` is answered from the fork's source (``until_ord``: the
+    ord of the source's last reused step).
+
+    ``key`` is the ord of the step that records the call's outcome (a tool call's ``tool_end``, a
+    model call's or the planner's first ``reasoning`` / ``model_usage`` step); a key below the step
+    (a longer ord that starts with it) belongs to it. Ords compare as PostgreSQL compares
+    ``integer[]``: element by element, a prefix first.
+    """
+    return list(key[: len(until_ord)]) <= list(until_ord)
+
+
+class ForkPointError(ValueError):
+    """A fork or retry that cannot start as asked; the message names the field and the fix."""
+
+
+def fork_point(steps: list[dict[str, Any]], step: int | None, source: str) -> tuple[int, list[int]]:
+    """``(step, until_ord)`` of a fork of the run whose history is ``steps`` (in ord order).
+
+    ``step`` numbers the steps from 1 as ``agent-tree history`` does. Without it (a retry), the fork
+    reuses every step before the first that failed: a ``tool_end`` with status ``error`` or an
+    ``agent_end`` with status ``failed`` (the tool or the agent's turn then runs again, live).
+
+    Raises:
+        ForkPointError: the step does not exist, or a retry of a run where no step failed.
+    """
+    if not steps:
+        raise ForkPointError(f"spec.forkFrom.run: run {source!r} has no recorded steps; nothing can be reused")
+    if step is None:
+        for number, s in enumerate(steps, 1):
+            status = (s.get("data") or {}).get("status")
+            if (s["type"] == "tool_end" and status == "error") or (s["type"] == "agent_end" and status == "failed"):
+                if number == 1:
+                    break
+                return number - 1, list(steps[number - 2]["ord"])
+        raise ForkPointError(
+            f"spec.forkFrom.step: run {source!r} has no failed step (no tool_end with an error, no failed "
+            "agent_end) to retry from; set spec.forkFrom.step to the step to fork after "
+            f"(1..{len(steps)}, see `agent-tree history`)"
+        )
+    if step > len(steps):
+        raise ForkPointError(
+            f"spec.forkFrom.step: run {source!r} has {len(steps)} steps, there is no step {step}; "
+            f"choose 1..{len(steps)} (see `agent-tree history`)"
+        )
+    return step, list(steps[step - 1]["ord"])

@@ -13,7 +13,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_serializer
 
-from agent_tree.contract.control import ApprovalRequest
+from agent_tree.contract.control import ApprovalRequest, ForkSource
 from agent_tree.spec import MAX_INPUT_CHARS, AgentTreeSpec
 
 RunStatus = Literal["completed", "failed", "max_steps_reached", "cancelled"]
@@ -26,7 +26,7 @@ class RunInputError(ValueError):
     """A run that cannot be started as given; the message names the field."""
 
 
-RESUME_FIELDS = ("continue_after_events", "resume")
+RESUME_FIELDS = ("continue_after_events", "resume", "fork")
 """RunInput fields a run's JSON carries only when set."""
 
 
@@ -52,6 +52,9 @@ class RunInput(BaseModel):
     """History length at which the run continues as new before its next root turn (None: 10,000)."""
     resume: dict[str, Any] | None = None
     """Set only by the workflow itself when it continues as new: the run's state at a turn boundary."""
+    fork: ForkSource | None = None
+    """A retried or forked run: calls up to the source's step are answered from its recorded results
+    (docs/run-control.md, "Retry and fork"). Absent from the JSON while unset."""
 
     @model_serializer(mode="wrap")
     def _without_unset_engine_fields(self, handler: Any) -> dict[str, Any]:
@@ -130,6 +133,7 @@ def run_input(
     budgets: dict[str, Any] | None = None,
     revision: str | None = None,
     continue_after_events: int | None = None,
+    fork: ForkSource | None = None,
 ) -> RunInput:
     """The workflow input of a run, with the tree spec snapshotted (a later tree edit never changes it).
 
@@ -139,6 +143,7 @@ def run_input(
         revision: the spec's revision when the caller computed it already (else :func:`spec_revision`).
         continue_after_events: history length at which the run continues as new between two root
             turns (None: the engine's default, 10,000 events; tests and benchmarks lower it).
+        fork: the source of a retried or forked run (its recorded calls up to a step are reused).
 
     Raises:
         RunInputError: the input is over the AgentRun limit (it would not fit in Temporal history).
@@ -166,4 +171,5 @@ def run_input(
         timeout_seconds=timeout_seconds,
         budgets=budgets,
         continue_after_events=continue_after_events,
+        fork=fork,
     )

@@ -22,6 +22,8 @@ from agent_tree import naming
 from agent_tree.registry import ENTRYPOINT_RE
 from agent_tree.spec import (
     AGENT_NAME_RE,
+    FORK_RUN_MESSAGE,
+    RESOURCE_NAME_RE,
     AgentRunSpec,
     AgentRunStatus,
     AgentTreeSpec,
@@ -184,11 +186,29 @@ RULES: dict[str, list[dict[str, Any]]] = {
             reason="FieldValueInvalid",
         ),
     ],
+    "ForkFrom": [
+        _rule(
+            f"self.run.matches('{RESOURCE_NAME_RE}')",
+            FORK_RUN_MESSAGE,
+            field=".run",
+            reason="FieldValueInvalid",
+        ),
+    ],
     "AgentRunSpec": [
         _rule(
             "self == oldSelf",
             "spec is immutable after creation; create a new AgentRun to run again",
             reason="FieldValueForbidden",
+        ),
+        _rule(
+            "has(self.treeRef) || has(self.forkFrom)",
+            "spec.treeRef is required (unless spec.forkFrom names a run to retry or fork)",
+            reason="FieldValueRequired",
+        ),
+        _rule(
+            "has(self.input) || has(self.forkFrom)",
+            "spec.input is required (unless spec.forkFrom names a run to retry or fork)",
+            reason="FieldValueRequired",
         ),
     ],
 }

@@ -14,6 +14,7 @@ import yaml
 from agent_tree_operator import crdgen
 
 from agent_tree.cli import main
+from agent_tree.spec import RESOURCE_NAME_RE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,7 +100,9 @@ def test_optional_fields_are_nullable_and_required_ones_required():
     assert nodes[".spec.planner"]["nullable"] is True
     assert nodes[".spec.agents[].model"]["nullable"] is True
     run = dict(walk(schema(load("agentruns.yaml"))))
-    assert run[".spec"]["required"] == ["treeRef", "input"]
+    # treeRef and input are required unless forkFrom is set (CEL, see test_cel_rules).
+    assert "required" not in run[".spec"]
+    assert run[".spec.forkFrom"]["required"] == ["run"]
     assert run[".spec.input"]["maxLength"] == 65536
     assert run[".status.phase"]["enum"] == [
         "Pending", "Running", "AwaitingApproval", "Paused", "Succeeded", "Failed", "Cancelled"
@@ -142,7 +145,12 @@ def test_cel_rules():
     assert rules(trees[".spec.agents[].tools[]"]) == ["has(self.entrypoint) != has(self.agent)"]
     assert "self.metadata.name.size() <= 63" in rules(schema(load("agenttrees.yaml")))
     runs = dict(walk(schema(load("agentruns.yaml"))))
-    assert rules(runs[".spec"]) == ["self == oldSelf"]
+    assert rules(runs[".spec"]) == [
+        "self == oldSelf",
+        "has(self.treeRef) || has(self.forkFrom)",
+        "has(self.input) || has(self.forkFrom)",
+    ]
+    assert rules(runs[".spec.forkFrom"]) == [f"self.run.matches('{RESOURCE_NAME_RE}')"]
     for rule in trees[".spec"]["x-kubernetes-validations"]:
         assert rule["message"].startswith("spec."), rule
 

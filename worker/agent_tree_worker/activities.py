@@ -32,6 +32,7 @@ from agent_tree.spec import AgentSpec, AgentTreeSpec
 from agent_tree.turns import run_turn
 from agent_tree_worker import inputs as t
 from agent_tree_worker import metrics, payloads
+from agent_tree_worker.forks import Forks
 from agent_tree_worker.store import HistoryStore
 from agent_tree_worker.stream import StepStream
 
@@ -151,6 +152,7 @@ class Activities:
         self.store = store
         self.stream = stream
         self.identity = identity
+        self.forks = Forks(store)
         self._compiled: dict[str, tuple[AgentTreeSpec, CompiledTree | CompileError]] = {}
 
     def all(self) -> list[Any]:
@@ -170,6 +172,8 @@ class Activities:
         """Write steps to PostgreSQL (raises when it stays unreachable), then publish them (never raises)."""
         if not steps:
             return
+        if self.store is not None:
+            steps = await self.forks.mark(run_id, steps)
         stored = await self.store.write_steps(run_id, steps) if self.store else steps
         metrics.record_steps(stored)
         await self.stream.publish(run_id, stored)
@@ -225,6 +229,10 @@ class Activities:
     @activity.defn(name=t.PLAN)
     async def plan(self, inp: t.PlanInput) -> dict[str, Any] | None:
         await self.write(inp.run_id, inp.steps)
+        await self.forks.remember_spec(inp.spec)
+        done, recorded = await self.forks.reuse(inp.run_id, inp.ord, "plan", inp.agent or "planner")
+        if done:
+            return recorded
         spec = AgentTreeSpec.model_validate(inp.spec)
         if inp.agent is not None:
             agent = spec.agent(inp.agent)
@@ -237,13 +245,16 @@ class Activities:
         plan, calls = await plan_with_usage(planner, inp.input)
         # The thought is rendered here: Temporal's JSON converter sorts dict keys on the way back.
         # ``usage``: the routing / planner model calls, for model_usage steps and the run's tokens.
-        return None if plan is None else {"plan": plan, "thought": plan_thought(plan), "usage": calls}
+        result = None if plan is None else {"plan": plan, "thought": plan_thought(plan), "usage": calls}
+        await self.forks.record(inp.run_id, inp.ord, "plan", result)
+        return result
 
     @activity.defn(name=t.PYTHON_TURN)
     async def python_turn(self, inp: t.PythonTurnInput) -> dict[str, Any]:
         """One turn of a Python agent, its tool calls journaled: on a retry, calls completed by an
         earlier attempt are answered from PostgreSQL instead of running again."""
         await self.write(inp.run_id, inp.steps)
+        await self.forks.remember_spec(inp.spec)
         spec, compiled = self.tree(inp.spec)
         node = find_node(compiled, inp.agent)
         if node is None:
@@ -276,14 +287,22 @@ class Activities:
 
         async def journaled(owner: AgentNode, name: str, args: dict[str, Any]) -> ToolResult:
             seq = next(calls)
+            # The call's key: its tool_end event (the hooks number it next); a quiet turn has no events.
+            key = [*inp.ord, 0, seq] if inp.quiet else [*inp.ord, last_event[0] + 1]
+            forked, recorded = False, None
             try:
                 if self.store is not None:
                     done = await self.store.journal_get(journal_key, seq)
                     if done is not None and done["tool"] == name:
                         return ToolResult.model_validate(await self.store.resolve(done["result"]), strict=False)
-                result = await execute_tool(owner, name, args, tool_timeout(agent_spec, name))
+                    forked, recorded = await self.forks.reuse(inp.run_id, key, "tool", name)
+                if forked and self.store is not None:
+                    result = ToolResult.model_validate(await self.store.resolve(recorded), strict=False)
+                else:
+                    result = await execute_tool(owner, name, args, tool_timeout(agent_spec, name))
                 if self.store is not None:
                     stored = await self.shrink(inp.run_id, result.model_dump(mode="json"))
+                    await self.forks.record(inp.run_id, key, "tool", stored)
                     await self.store.journal_put(
                         journal_key,
                         seq,
@@ -294,6 +313,8 @@ class Activities:
                         result=stored,
                         attempt=info.attempt,
                     )
+            except ApplicationError:
+                raise
             except Exception as exc:
                 raise RetryTurn(f"history unavailable during tool call {seq} ({name}): {error_message(exc)}") from exc
             return result
@@ -344,6 +365,10 @@ class Activities:
     async def model_call(self, inp: t.ModelCallInput) -> dict[str, Any]:
         """One Chat Completions call; a large reply is stored and comes back as a reference."""
         await self.write(inp.run_id, inp.steps)
+        await self.forks.remember_spec(inp.spec)
+        done, recorded = await self.forks.reuse(inp.run_id, inp.ord, "model", inp.agent)
+        if done:
+            return recorded
         spec = AgentTreeSpec.model_validate(inp.spec)
         agent = spec.agent(inp.agent)
         messages = [await self._resolve_message(m) for m in inp.messages]
@@ -371,6 +396,7 @@ class Activities:
             response["final"] = replies.interpret_final(agent.outputSchema, response["content"])
         if self.store is not None and payloads.json_size(response["content"]) > payloads.BLOB_THRESHOLD:
             response["content"] = await self.store.put_blob(inp.run_id, response["content"])
+        await self.forks.record(inp.run_id, inp.ord, "model", response)
         return response
 
     async def _resolve_message(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -391,6 +417,7 @@ class Activities:
             "ts": _now(),
         }
         await self.write(inp.run_id, inp.steps if inp.quiet else [*inp.steps, start])
+        await self.forks.remember_spec(inp.spec)
         spec, compiled = self.tree(inp.spec)
         node = find_node(compiled, inp.agent)
         if node is None:
@@ -398,8 +425,11 @@ class Activities:
         info = activity.info()
         journal_key = f"{info.workflow_run_id}/{info.activity_id}"
         done = await self.store.journal_get(journal_key, 1) if self.store else None
+        forked, recorded = await self.forks.reuse(inp.run_id, inp.ord_end, "tool", inp.tool)
         if done is not None:
             result = done["result"]
+        elif forked:
+            result = recorded
         else:
             async with heartbeating():
                 tool_result = await execute_tool(
@@ -417,6 +447,7 @@ class Activities:
                     result=result,
                     attempt=info.attempt,
                 )
+        await self.forks.record(inp.run_id, inp.ord_end, "tool", result)
         if not inp.quiet:
             end = {
                 "ord": inp.ord_end,

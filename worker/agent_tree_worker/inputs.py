@@ -100,6 +100,7 @@ class PlanInput:
     input: str
     steps: list[Step] = field(default_factory=list)
     agent: str | None = None  # set: route with this model supervisor; unset: the tree's planner entrypoint
+    ord: list[int] | None = None  # the ord of the step that will record the plan: the call's key (forks)
 
 
 @dataclass
@@ -126,6 +127,7 @@ class ModelCallInput:
     messages: list[dict[str, Any]]
     router: bool = False
     steps: list[Step] = field(default_factory=list)
+    ord: list[int] | None = None  # the ord of the first step that will record the reply: the call's key (forks)
 
 
 @dataclass

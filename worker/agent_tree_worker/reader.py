@@ -96,13 +96,17 @@ async def print_history(store: HistoryStore, ref: str, *, as_json: bool, out: Te
         print(f"status: {run['status']}{took}  steps: {run['steps']}  tokens: {run['token_usage']}", file=out)
         print(f"input:  {preview(run['input'], 160)}", file=out)
         print(f"answer: {run['answer'] or '-'}", file=out)
+        if run.get("forked_from"):
+            print(f"forked: from {run['forked_from']}, steps 1..{run['fork_step']} reused (marked *)", file=out)
         print(file=out)
-    rows = [("ORD", "TIME", "AGENT", "TYPE", "DETAIL")]
-    for s in steps:
-        rows.append((ord_str(s["ord"]), s["ts"][11:23], s.get("agent") or "", s["type"], _detail(s)))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    # STEP numbers the steps from 1: what spec.forkFrom.step and `agent-tree fork --step` refer to.
+    rows = [("STEP", "ORD", "TIME", "AGENT", "TYPE", "DETAIL")]
+    for number, s in enumerate(steps, 1):
+        mark = "*" if s["data"].get("reused") else ""
+        rows.append((f"{number}{mark}", ord_str(s["ord"]), s["ts"][11:23], s.get("agent") or "", s["type"], _detail(s)))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
-        print("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4], file=out)
+        print("  ".join(r[i].ljust(widths[i]) for i in range(5)) + "  " + r[5], file=out)
     return 0
 
 

@@ -114,6 +114,24 @@ class HistoryStore:
                     run["context"],
                     _ts(run.get("started_at")),
                 )
+                fork = run.get("fork")
+                if fork:  # a retried or forked run: link it to its source (the source is not changed)
+                    await conn.execute(
+                        """UPDATE runs SET forked_from = $2, fork_step = $3, fork_until_ord = $4
+                           WHERE workflow_id = $1""",
+                        run["workflow_id"],
+                        fork["workflow_id"],
+                        fork["step"],
+                        fork["until_ord"],
+                    )
+                    await self._audit(
+                        conn,
+                        f"{run['workflow_id']}:run_forked",
+                        run["workflow_id"],
+                        actor,
+                        "run_forked",
+                        {"source": fork["workflow_id"], "source_name": fork["name"], "step": fork["step"]},
+                    )
                 await self._audit(
                     conn,
                     f"{run['workflow_id']}:run_started",
@@ -277,6 +295,50 @@ class HistoryStore:
         rows = await self._run(lambda conn: conn.fetch(sql, *params, limit))
         return [dict(r) for r in rows]
 
+    # --- recorded calls (retry and fork) ---------------------------------------------------------
+
+    async def record_call(self, run_id: str, ord_: list[int], kind: str, result: Any) -> None:
+        """Keep what a call returned, keyed by the ord of the step recording its outcome (idempotent)."""
+        await self._run(
+            lambda conn: conn.execute(
+                """INSERT INTO recorded_calls (run_id, ord, kind, result) VALUES ($1, $2, $3, $4)
+                   ON CONFLICT (run_id, ord) DO NOTHING""",
+                run_id,
+                ord_,
+                kind,
+                result,
+            )
+        )
+
+    async def recorded_call(self, run_id: str, ord_: list[int]) -> dict[str, Any] | None:
+        row = await self._run(
+            lambda conn: conn.fetchrow(
+                "SELECT kind, result FROM recorded_calls WHERE run_id = $1 AND ord = $2", run_id, ord_
+            )
+        )
+        return dict(row) if row else None
+
+    async def fork_of(self, run_id: str) -> tuple[str, list[int]] | None:
+        """(source workflow id, ord of the last reused step) of a forked run; None for any other run."""
+        row = await self._run(
+            lambda conn: conn.fetchrow("SELECT forked_from, fork_until_ord FROM runs WHERE workflow_id = $1", run_id)
+        )
+        if row is None or row["forked_from"] is None:
+            return None
+        return row["forked_from"], list(row["fork_until_ord"])
+
+    async def put_tree_spec(self, revision: str, spec: dict[str, Any]) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO tree_specs (revision, spec) VALUES ($1, $2) ON CONFLICT (revision) DO NOTHING",
+                revision,
+                spec,
+            )
+        )
+
+    async def tree_spec(self, revision: str) -> dict[str, Any] | None:
+        return await self._run(lambda conn: conn.fetchval("SELECT spec FROM tree_specs WHERE revision = $1", revision))
+
     # --- journal and blobs ----------------------------------------------------------------------
 
     async def journal_get(self, journal_key: str, seq: int) -> dict[str, Any] | None:
@@ -377,6 +439,7 @@ class HistoryStore:
                 for table, column in (
                     ("steps", "run_id"),
                     ("tool_calls", "run_id"),
+                    ("recorded_calls", "run_id"),
                     ("blobs", "run_id"),
                     ("audit_log", "run_id"),
                     ("runs", "workflow_id"),

@@ -113,10 +113,22 @@ class Recorder:
         self.prefix = list(prefix)
         self.count = 0
         self.pending: list[t.Step] = list(pending or [])
+        self._keyed_at: int | None = None  # self.count when call_key last gave a key
+        self._again = 0
 
     def next_ord(self) -> list[int]:
         self.count += 1
         return [*self.prefix, self.count]
+
+    def call_key(self) -> list[int]:
+        """The key of a model or planner call: the ord of the first step its reply will record (a
+        second call before any step is numbered below it), so a fork finds the same call's reply."""
+        key = [*self.prefix, self.count + 1]
+        if self._keyed_at == self.count:
+            self._again += 1
+            return [*key, self._again]
+        self._keyed_at, self._again = self.count, 0
+        return key
 
     def emit(self, kind: str, who: str | None, /, **data: Any) -> None:
         self.pending.append(
@@ -338,7 +350,7 @@ class Executor:
         try:
             return await workflow.execute_activity(
                 t.PLAN,
-                t.PlanInput(self.run_id, self.spec, user_input, steps, agent),
+                t.PlanInput(self.run_id, self.spec, user_input, steps, agent, self.rec.call_key()),
                 task_queue=self.queue,
                 start_to_close_timeout=timedelta(seconds=150),
                 schedule_to_close_timeout=self.remaining(),
@@ -399,7 +411,9 @@ class Executor:
                 try:
                     response = await workflow.execute_activity(
                         t.MODEL_CALL,
-                        t.ModelCallInput(self.run_id, self.spec, turn.agent, list(state.messages), False, steps),
+                        t.ModelCallInput(
+                            self.run_id, self.spec, turn.agent, list(state.messages), False, steps, self.rec.call_key()
+                        ),
                         task_queue=self.queue,
                         start_to_close_timeout=timedelta(seconds=150),
                         schedule_to_close_timeout=self.remaining(),
@@ -659,6 +673,8 @@ class AgentRunWorkflow:
                     "input": inp.input,
                     "context": inp.context,
                     "started_at": workflow.now().isoformat(),
+                    # Only a retried or forked run carries its source (other runs' input is unchanged).
+                    **({"fork": inp.fork.model_dump(mode="json")} if inp.fork is not None else {}),
                 },
                 ex.rec.take(),
             ),
