@@ -24,6 +24,11 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "agent-tree-operator"
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 PART_OF = "agent-tree"
+# On an AgentApproval (made by the operator, one per tool call waiting for a person): the AgentRun it
+# belongs to (a label value; see :func:`run_label`) and the approval's id in that run.
+LABEL_RUN = "agenttree.io/run"
+LABEL_APPROVAL_ID = "agenttree.io/approval-id"
+APPROVER_CLUSTER_ROLE = "agent-tree-approver"  # the chart's ClusterRole of people who decide approvals
 
 _K8S_NAME_MAX = 63
 
@@ -63,3 +68,28 @@ def worker_labels(tree: str, agent: str) -> dict[str, str]:
         LABEL_TREE: tree,
         LABEL_AGENT: agent,
     }
+
+
+def _dns_label(text: str, limit: int) -> str:
+    """``text`` as lowercase ``[a-z0-9-]``, shortened with a stable hash when over ``limit``."""
+    clean = "".join(c if c.isalnum() and c.isascii() else "-" for c in text.lower()).strip("-") or "x"
+    if len(clean) <= limit and clean == text:
+        return clean
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{clean[: limit - 9].rstrip('-')}-{digest}" if len(clean) > limit - 9 else f"{clean}-{digest}"
+
+
+def run_label(run: str) -> str:
+    """The ``agenttree.io/run`` label value of an AgentRun's children: its name, hashed when over 63."""
+    return run if len(run) <= _K8S_NAME_MAX else _dns_label(run, _K8S_NAME_MAX)
+
+
+def approval_id_label(approval_id: str) -> str:
+    """The ``agenttree.io/approval-id`` label value (a valid label value for any id)."""
+    return _dns_label(approval_id, _K8S_NAME_MAX)
+
+
+def approval_name(run: str, approval_id: str) -> str:
+    """Name of the AgentApproval of one approval of one run (stable: re-creating it is idempotent)."""
+    name = f"{run}-{approval_id}"
+    return _dns_label(name, 253)

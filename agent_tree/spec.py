@@ -23,6 +23,7 @@ from pydantic import (
 from agent_tree import output_schema
 from agent_tree.naming import API_VERSION
 from agent_tree.registry import ENTRYPOINT_RE
+from agent_tree.spec_approvals import RunApproval
 
 AGENT_NAME_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 TOOL_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
@@ -533,6 +534,12 @@ class AgentRunStatus(BaseModel):
     )
     message: str | None = None
     forkedFrom: ForkedFrom | None = Field(default=None, description="The run this one retried or forked.")
+    approvals: list[RunApproval] | None = Field(
+        default=None, description="Tool calls waiting for a decision now (phase AwaitingApproval while any is)."
+    )
+    waiting: str | None = Field(
+        default=None, description="What the run waits for, e.g. 'approval: issue_refund' (the Waiting column)."
+    )
     observedGeneration: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
 

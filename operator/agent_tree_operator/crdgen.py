@@ -1,4 +1,4 @@
-"""Generate the AgentTree and AgentRun CustomResourceDefinitions from ``agent_tree.spec``.
+"""Generate the AgentTree, AgentRun and AgentApproval CustomResourceDefinitions from ``agent_tree.spec``.
 
 The Pydantic models are the single source of truth; this module turns their JSON Schema into a
 *structural* OpenAPI v3 schema the API server accepts (``$ref`` inlined, ``nullable`` instead of
@@ -30,6 +30,7 @@ from agent_tree.spec import (
     AgentTreeStatus,
     AutoscaleSpec,
 )
+from agent_tree.spec_approvals import AgentApprovalSpec, AgentApprovalStatus
 from agent_tree_operator.reconcile.runs import initial_status
 
 REPO = Path(__file__).resolve().parents[2]
@@ -208,6 +209,36 @@ RULES: dict[str, list[dict[str, Any]]] = {
         _rule(
             "has(self.input) || has(self.forkFrom)",
             "spec.input is required (unless spec.forkFrom names a run to retry or fork)",
+            reason="FieldValueRequired",
+        ),
+    ],
+    # Who may decide, and that spec.decidedBy is the caller, is the admission policy's part (it sees
+    # request.userInfo; charts/agent-tree/templates/approvals.yaml). These hold for every writer.
+    "AgentApprovalSpec": [
+        _rule(
+            "self.request == oldSelf.request",
+            "spec.request is written by the operator and never changes; decide with spec.decision "
+            "(agent-tree approve NS/RUN ID)",
+            field=".request",
+            reason="FieldValueForbidden",
+        ),
+        _rule(
+            "!has(oldSelf.decision) || (has(self.decision) && self.decision == oldSelf.decision && "
+            "has(self.decidedBy) && self.decidedBy == oldSelf.decidedBy && "
+            "(has(self.reason) ? self.reason : '') == (has(oldSelf.reason) ? oldSelf.reason : ''))",
+            "spec.decision: this approval is decided already; a decision, its reason and spec.decidedBy never "
+            "change (see status for what the run holds)",
+            expr="'spec.decision: this approval was decided already (' + oldSelf.decision + ' by ' + "
+            "(has(oldSelf.decidedBy) ? oldSelf.decidedBy.username : 'unknown') + '); a decision, its reason and "
+            "spec.decidedBy never change'",
+            field=".decision",
+            reason="FieldValueForbidden",
+        ),
+        _rule(
+            "!has(self.decision) || has(self.decidedBy)",
+            "spec.decidedBy is required with spec.decision: {username: <your user>, groups: [...]} "
+            "(agent-tree approve / reject fill it from your credentials)",
+            field=".decidedBy",
             reason="FieldValueRequired",
         ),
     ],
@@ -424,13 +455,45 @@ def agentrun_crd() -> dict[str, Any]:
             _age(),
             {"name": "Duration", "type": "string", "jsonPath": ".status.duration"},
             {"name": "Answer", "type": "string", "jsonPath": ".status.answer", "priority": 1},
+            {
+                "name": "Waiting",
+                "type": "string",
+                "jsonPath": ".status.waiting",
+                "description": "What the run waits for, e.g. the tools whose calls wait for an approval.",
+            },
+        ],
+    )
+
+
+def agentapproval_crd() -> dict[str, Any]:
+    """The AgentApproval CRD (one per tool call waiting for a person; made by the operator)."""
+    return _crd(
+        "AgentApproval",
+        "agentapprovals",
+        "aapr",
+        model_schema(AgentApprovalSpec),
+        _with_default(model_schema(AgentApprovalStatus), {"phase": "Pending"}),
+        [
+            {"name": "Run", "type": "string", "jsonPath": ".spec.request.run"},
+            {"name": "Agent", "type": "string", "jsonPath": ".spec.request.agent"},
+            {"name": "Tool", "type": "string", "jsonPath": ".spec.request.tool"},
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "By", "type": "string", "jsonPath": ".status.decidedBy.username"},
+            _age(),
+            {"name": "Id", "type": "string", "jsonPath": ".spec.request.id", "priority": 1},
+            {"name": "Expires", "type": "string", "jsonPath": ".spec.request.expiresAt", "priority": 1},
+            {"name": "Arguments", "type": "string", "jsonPath": ".spec.request.arguments", "priority": 1},
         ],
     )
 
 
 def crds() -> dict[str, dict[str, Any]]:
     """File name -> CRD object, for every CRD of agent-tree."""
-    return {"agenttrees.yaml": agenttree_crd(), "agentruns.yaml": agentrun_crd()}
+    return {
+        "agenttrees.yaml": agenttree_crd(),
+        "agentruns.yaml": agentrun_crd(),
+        "agentapprovals.yaml": agentapproval_crd(),
+    }
 
 
 class _Dumper(yaml.SafeDumper):

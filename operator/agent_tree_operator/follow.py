@@ -13,7 +13,9 @@ at most one per ``AGENT_TREE_STATUS_INTERVAL_MS`` and only on change, and the fi
    editing the tree later never changes this run. A run whose tree is ready starts at once and writes
    no Pending (the CRD's default status already says Pending).
 3. Follow progress (the run's Redis stream; the workflow's ``progress`` query when Redis is away) and
-   fold it into the status summary.
+   fold it into the status summary. A tool call waiting for a person (an ``approval_requested`` step)
+   gets an AgentApproval, created idempotently (again after a restart, when it is missing); once the
+   run decided (``approval_decided``), that AgentApproval's status says how and by whom.
 4. The final phase comes from the workflow's result (or how it failed / was cancelled).
 5. With ``spec.ttlSecondsAfterFinished``, delete the run that long after it finished.
 
@@ -35,9 +37,12 @@ import kopf
 from agent_tree import naming
 from agent_tree.contract import AGENT_START, RUN_END, RunInputError, run_input, spec_revision
 from agent_tree_operator import metrics
+from agent_tree_operator.adapters.kube import KubeError
 from agent_tree_operator.adapters.stream import Subscription, step_event
 from agent_tree_operator.adapters.temporal import Outcome
 from agent_tree_operator.handlers.context import OperatorContext
+from agent_tree_operator.reconcile.approvals import PLURAL as APPROVALS
+from agent_tree_operator.reconcile.approvals import approval_manifest, decided_status
 from agent_tree_operator.reconcile.conditions import now_iso, parse_iso
 from agent_tree_operator.reconcile.runs import (
     Coalescer,
@@ -79,7 +84,8 @@ class RunFollower:
         self.tree: str = (self.spec.get("treeRef") or {}).get("name", "")
         self.workflow_id = naming.workflow_id(self.namespace, self.name, self.uid)
         self.written: dict[str, Any] = plain(body.get("status") or {})
-        self.live = LiveRun.from_status(self.written)
+        self.live = LiveRun.from_status(self.written, ref=f"{self.namespace}/{self.name}")
+        self.ensured: set[str] = set()  # approval ids whose AgentApproval exists (created or found)
         self.coalescer = Coalescer(ctx.config.status_interval)
         self.due_in: float | None = None  # a change held back by the interval goes out this much later
         self.started = False
@@ -98,6 +104,7 @@ class RunFollower:
                 finally:
                     metrics.RUNS_ACTIVE.dec()
                     self.ctx.activity.drop(self.uid)
+                    self.ctx.approvals.drop(self.uid)
             await self._expire()
         except Stopped:
             self.logger.debug("follower of %s/%s stopped", self.namespace, self.name)
@@ -124,6 +131,13 @@ class RunFollower:
             self.announced = self.live.steps
             await self._write()
         handle = await self._retrying("get the workflow handle", lambda: self.ctx.temporal.handle(self.workflow_id))
+        if described is not None and described.running:
+            # After a restart: the workflow's own list of pending approvals (the stream may be trimmed),
+            # so that a missing AgentApproval is made again.
+            progress = await self.ctx.temporal.progress(handle)
+            if progress is not None:
+                for event in self.live.apply_approvals(progress.get("approvals")):
+                    self._event(event)
         await self._finish(await self._follow(handle))
 
     # --- observe ------------------------------------------------------------------------------------
@@ -244,6 +258,7 @@ class RunFollower:
                     self.cancel_sent = True
                     await self._retrying("cancel the workflow", lambda: self.ctx.temporal.cancel(self.workflow_id))
                     self._event(K8sEvent("Normal", plan.reason, plan.message))
+                await self._sync_approvals()
                 # one status write
                 await self._write()
                 if sub is not None and getter is None:
@@ -259,6 +274,7 @@ class RunFollower:
             if sub is not None:
                 while not sub.queue.empty():
                     self._apply_step(*sub.queue.get_nowait())
+            await self._sync_approvals()
             return outcome_task.result()
         finally:
             for task in (getter, stop_task):
@@ -307,6 +323,44 @@ class RunFollower:
             self.ctx.autoscaler.prewarm_soon(self.namespace, self.tree, event_.get("agent"))
             self._track()
 
+    async def _sync_approvals(self) -> None:
+        """Make the AgentApproval of every pending request, and record decisions the run took in theirs.
+
+        Best effort per pass: a failed call is tried again on the next pass (every second or so).
+        """
+        approvals = self.live.approvals
+        for approval_id, request in list(approvals.requests.items()):
+            if approval_id in self.ensured:
+                continue
+            manifest = approval_manifest(self.namespace, self.name, self.uid, request)
+            try:
+                await self.ctx.kube.create(APPROVALS, self.namespace, manifest)
+            except KubeError as exc:
+                self.logger.warning("cannot create AgentApproval %s: %s", manifest["metadata"]["name"], exc)
+                continue
+            self.ensured.add(approval_id)
+        for approval_id, data in list(approvals.decided.items()):
+            name = naming.approval_name(self.name, approval_id)
+            try:
+                await self.ctx.kube.patch_status(APPROVALS, self.namespace, name, decided_status(data))
+            except KubeError as exc:
+                self.logger.warning("cannot record the decision in AgentApproval %s: %s", name, exc)
+                continue
+            approvals.decided.pop(approval_id, None)
+        self.ctx.approvals.set(self.uid, len(approvals.pending))
+
+    async def _close_approvals(self) -> None:
+        """The run ended with approvals still pending: no decision can reach it any more; say so."""
+        for approval_id in list(self.live.approvals.pending):
+            name = naming.approval_name(self.name, approval_id)
+            status = {
+                "phase": "Undeliverable",
+                "message": f"the run ended ({self.live.phase}) before a decision; nothing waits for one any more",
+            }
+            with contextlib.suppress(KubeError):
+                await self.ctx.kube.patch_status(APPROVALS, self.namespace, name, status)
+        self.ctx.approvals.drop(self.uid)
+
     def _track(self) -> None:
         """Tell the autoscaler where this run is (an agent with a run in progress is not idle)."""
         self.ctx.activity.set(self.uid, self.namespace, self.tree, self.live.current_agent)
@@ -321,6 +375,7 @@ class RunFollower:
             )
         # The Event first: once the final status lands, kopf stops this daemon.
         self._event(event)
+        await self._close_approvals()
         self.ctx.activity.drop(self.uid)
         metrics.RUNS_FINISHED.labels(self.live.phase).inc()
         metrics.RECONCILES.labels(KIND, "finished").inc()

@@ -12,7 +12,7 @@ from agent_tree_operator.adapters.kube import Kube, load_api_client
 from agent_tree_operator.adapters.stream import StreamHub
 from agent_tree_operator.adapters.temporal import Temporal
 from agent_tree_operator.config import OperatorConfig
-from agent_tree_operator.handlers import autoscale, runs, setup, trees  # noqa: F401  (importing registers the handlers)
+from agent_tree_operator.handlers import approvals, autoscale, runs, setup, trees  # noqa: F401  (importing registers the handlers)
 from agent_tree_operator.handlers.context import OperatorContext
 
 log = logging.getLogger(__name__)

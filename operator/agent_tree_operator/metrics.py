@@ -3,7 +3,7 @@
 Naming follows Prometheus conventions: ``agent_tree_operator_*`` / ``agent_tree_autoscaler_*``, base
 units (``_seconds``), ``_total`` on counters. Label values are bounded: never a run's name or uid.
 
-Cardinality (docs/observability.md): ``kind`` (2), ``result`` (<= 6), ``phase`` (5), ``resource`` /
+Cardinality (docs/observability.md): ``kind`` (2), ``result`` (<= 6), ``phase`` (7), ``resource`` /
 ``verb`` (a handful) are fixed enums. The autoscaler's series carry ``namespace``, ``tree`` and
 ``agent``: one set per autoscaled agent (a tree has at most 50 agents), removed when the tree is
 deleted or stops autoscaling.
@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-PHASES = ("Pending", "Running", "Succeeded", "Failed", "Cancelled")
+PHASES = ("Pending", "Running", "AwaitingApproval", "Paused", "Succeeded", "Failed", "Cancelled")
 
 # Reconcile latency: an AgentTree reconcile is a handful of API calls; starting a run is a Temporal call.
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -50,6 +50,10 @@ RUNS = Gauge(
 RUNS_ACTIVE = Gauge("agent_tree_operator_runs_active", "AgentRuns being driven right now (not finished).")
 RUNS_FOLLOWED = Gauge(
     "agent_tree_operator_runs_followed", "AgentRun daemons alive (active runs and finished runs awaiting their TTL)."
+)
+APPROVALS_PENDING = Gauge(
+    "agent_tree_operator_approvals_pending",
+    "Tool calls waiting for a person's decision (AgentApprovals not decided yet), over the runs the operator follows.",
 )
 RUNS_STARTED = Counter("agent_tree_operator_runs_started_total", "Workflows started for AgentRuns.")
 RUNS_FINISHED = Counter("agent_tree_operator_runs_finished_total", "AgentRuns finished, by final phase.", ["phase"])
@@ -138,6 +142,25 @@ class RunPhases:
     def _add(self, phase: str, delta: int) -> None:
         self.counts[phase] += delta
         self.gauge.labels(phase).set(self.counts[phase])
+
+
+class PendingApprovals:
+    """Pending approvals per followed run, summed into ``agent_tree_operator_approvals_pending``."""
+
+    def __init__(self, gauge: Gauge = APPROVALS_PENDING) -> None:
+        self.gauge = gauge
+        self.counts: dict[str, int] = {}
+        gauge.set(0)
+
+    def set(self, uid: str, count: int) -> None:
+        if count:
+            self.counts[uid] = count
+        else:
+            self.counts.pop(uid, None)
+        self.gauge.set(sum(self.counts.values()))
+
+    def drop(self, uid: str) -> None:
+        self.set(uid, 0)
 
 
 def serve(port: int) -> None:

@@ -33,7 +33,8 @@ NS = "agent-tree-system"
 NAMESPACED_PERMISSIONS = (
     {("agenttree.io", "agenttrees", v) for v in ("get", "list", "watch", "patch")}
     | {("agenttree.io", "agentruns", v) for v in ("get", "list", "watch", "patch", "delete")}
-    | {("agenttree.io", "agenttrees/status", "patch"), ("agenttree.io", "agentruns/status", "patch")}
+    | {("agenttree.io", "agentapprovals", v) for v in ("get", "list", "watch", "create")}
+    | {("agenttree.io", s, "patch") for s in ("agenttrees/status", "agentruns/status", "agentapprovals/status")}
     | {("agenttree.io", "agenttrees/finalizers", "update")}
     | {("apps", "deployments", v) for v in ("get", "list", "watch", "create", "patch", "delete")}
     | {("", "events", "create"), ("", "secrets", "get"), ("", "pods", "list"), ("", "pods", "watch")}
@@ -378,7 +379,10 @@ def test_rbac_namespaced_has_a_role_per_watched_namespace(helm: str, tmp_path: P
     # No secrets beyond get, nothing that creates or deletes the custom resources.
     everything = set().union(*(permissions(r["rules"]) for r in roles))
     assert not {p for p in everything if p[1] == "secrets" and p[2] != "get"}
-    assert not {p for p in everything if p[0] == "agenttree.io" and p[2] in ("create", "deletecollection")}
+    # The one custom resource it creates: an AgentApproval per tool call waiting for a person.
+    assert {p for p in everything if p[0] == "agenttree.io" and p[2] in ("create", "deletecollection")} == {
+        ("agenttree.io", "agentapprovals", "create")
+    }
     assert not {p for p in everything if p[2] == "update" and not p[1].endswith("/finalizers")}, "writes are PATCHes"
     assert ("agenttree.io", "agenttrees", "delete") not in everything
 
@@ -434,7 +438,11 @@ def test_chart_crd_files_are_identical_to_crds_dir() -> None:
 def test_rendered_crds_equal_crds_dir_plus_keep_policy(helm: str, tmp_path: Path) -> None:
     rendered = {d["metadata"]["name"]: d for d in find(render(helm, tmp_path), "CustomResourceDefinition")}
     repo = {d["metadata"]["name"]: d for d in repo_crds().values()}
-    assert set(rendered) == set(repo) == {"agenttrees.agenttree.io", "agentruns.agenttree.io"}
+    assert (
+        set(rendered)
+        == set(repo)
+        == {"agenttrees.agenttree.io", "agentruns.agenttree.io", "agentapprovals.agenttree.io"}
+    )
     for name, crd in repo.items():
         got = rendered[name]
         assert got["spec"] == crd["spec"], f"{name}: rendered spec differs from crds/"

@@ -60,7 +60,11 @@ def test_drift_is_detected(tmp_path):
 def test_crds_command_prints_both(capsys):
     assert main(["crds"]) == 0
     docs = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
-    assert [d["metadata"]["name"] for d in docs] == ["agenttrees.agenttree.io", "agentruns.agenttree.io"]
+    assert [d["metadata"]["name"] for d in docs] == [
+        "agenttrees.agenttree.io",
+        "agentruns.agenttree.io",
+        "agentapprovals.agenttree.io",
+    ]
 
 
 @pytest.mark.parametrize("name", ["agenttrees.yaml", "agentruns.yaml"])
@@ -168,4 +172,4 @@ def test_names_subresource_and_printer_columns():
         return [c["name"] for c in version(crd)["additionalPrinterColumns"] if not c.get("priority")]
 
     assert columns(trees) == ["Root", "Agents", "Ready", "Age"]
-    assert columns(runs) == ["Tree", "Phase", "Agent", "Steps", "Age", "Duration"]
+    assert columns(runs) == ["Tree", "Phase", "Agent", "Steps", "Age", "Duration", "Waiting"]

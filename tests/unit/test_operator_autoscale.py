@@ -136,7 +136,16 @@ def test_run_phases_gauge():
     phases.set("b", "Running")
     phases.set("b", "Succeeded")
     phases.set("c", "Succeeded")
-    assert phases.counts == {"Pending": 1, "Running": 0, "Succeeded": 2, "Failed": 0, "Cancelled": 0}
+    phases.set("d", "AwaitingApproval")  # a phase of its own, not folded into Pending
+    assert phases.counts == {
+        "Pending": 1,
+        "Running": 0,
+        "AwaitingApproval": 1,
+        "Paused": 0,
+        "Succeeded": 2,
+        "Failed": 0,
+        "Cancelled": 0,
+    }
     assert REGISTRY.get_sample_value("agent_tree_operator_runs", {"phase": "Succeeded"}) == 2
     phases.remove("b")
     phases.remove("zzz")

@@ -28,9 +28,14 @@ actually call: every write is a PATCH (merge patch, server-side apply), never a 
 - apiGroups: ["agenttree.io"]
   resources: ["agentruns"]
   verbs: ["get", "list", "watch", "patch", "delete"]
+# One AgentApproval per tool call waiting for a person (created, never updated: approvers write the
+# decision), watched for decisions to deliver.
+- apiGroups: ["agenttree.io"]
+  resources: ["agentapprovals"]
+  verbs: ["get", "list", "watch", "create"]
 # The operator is the only writer of their status.
 - apiGroups: ["agenttree.io"]
-  resources: ["agenttrees/status", "agentruns/status"]
+  resources: ["agenttrees/status", "agentruns/status", "agentapprovals/status"]
   verbs: ["patch"]
 # Worker Deployments carry an owner reference to their tree with blockOwnerDeletion, which
 # (OwnerReferencesPermissionEnforcement) needs update on the owner's finalizers.

@@ -208,6 +208,17 @@ class Kube:
                 return None
             raise
 
+    async def create(self, plural: str, namespace: str, body: Mapping[str, Any]) -> bool:
+        """Create a custom resource; False when one of that name exists already (creating is idempotent)."""
+        try:
+            await self.call("POST", self._cr_path(plural, namespace), dict(body))
+        except KubeError as exc:
+            if exc.conflict:
+                return False
+            raise
+        metrics.API_WRITES.labels(plural, "create").inc()
+        return True
+
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> dict[str, Any] | None:

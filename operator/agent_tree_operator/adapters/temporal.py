@@ -21,12 +21,19 @@ from pydantic import ValidationError
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError, TimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
 from agent_tree.contract import MEMO_REVISION, PROGRESS_QUERY, Progress, RunInput, RunResult
 from agent_tree.contract import temporal as contract
+from agent_tree.contract.control import DECIDE_UPDATE, ApprovalDecision, DecisionAck
 from agent_tree.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,6 +72,10 @@ QUEUE_TYPES = (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_
 
 class TemporalUnavailable(RuntimeError):
     """Temporal cannot be reached; the caller retries with backoff."""
+
+
+class Undeliverable(RuntimeError):
+    """A decision that can never reach the run (its workflow ended, or it refused the update)."""
 
 
 class Temporal:
@@ -148,6 +159,23 @@ class Temporal:
         except Exception as exc:  # e.g. no worker registered the query yet
             log.debug("progress query of %s failed: %s", handle.id, exc)
             return None
+
+    async def decide(self, workflow_id: str, decision: ApprovalDecision) -> DecisionAck:
+        """Send the ``decide`` Update (idempotent per approval id: a second one gets the first back).
+
+        Raises:
+            Undeliverable: the workflow has ended or does not exist, or its handler refused the decision.
+            Exception: anything else (Temporal away, no worker in time): the caller retries.
+        """
+        handle = await self.handle(workflow_id)
+        try:
+            return await handle.execute_update(DECIDE_UPDATE, decision, result_type=DecisionAck)
+        except WorkflowUpdateFailedError as exc:
+            raise Undeliverable(f"the run refused the decision: {exc.cause or exc}") from exc
+        except RPCError as exc:
+            if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                raise Undeliverable(f"the run's workflow has ended (or never existed): {exc.message}") from exc
+            raise
 
     async def cancel(self, workflow_id: str) -> bool:
         """Request cancellation; False when there is nothing to cancel (no workflow, or closed)."""

@@ -16,7 +16,7 @@ from agent_tree_operator.adapters.stream import StreamHub
 from agent_tree_operator.adapters.temporal import Temporal
 from agent_tree_operator.autoscaler import Autoscaler, RunActivity
 from agent_tree_operator.config import OperatorConfig
-from agent_tree_operator.metrics import RunPhases
+from agent_tree_operator.metrics import PendingApprovals, RunPhases
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -58,6 +58,8 @@ class OperatorContext:
     followed: int = 0
     activity: RunActivity = field(default_factory=RunActivity)
     phases: RunPhases = field(default_factory=RunPhases)
+    approvals: PendingApprovals = field(default_factory=PendingApprovals)
+    deliveries: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # AgentApproval uid -> delivery
     autoscaler: Autoscaler | None = None
 
     def __post_init__(self) -> None:

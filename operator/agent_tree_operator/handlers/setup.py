@@ -104,6 +104,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **_: 
 @kopf.on.cleanup()
 async def cleanup(memo: Any, **_: Any) -> None:
     ctx = memo.ctx
+    for task in list(ctx.deliveries.values()):  # undelivered decisions are picked up at the next start
+        task.cancel()
     await ctx.autoscaler.close()
     await ctx.hub.close()
     ctx.kube.close()

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent_tree import naming
-from agent_tree.contract import AGENT_START, HANDOFF
+from agent_tree.contract import AGENT_START, APPROVAL_DECIDED, APPROVAL_REQUESTED, HANDOFF
 from agent_tree.durations import format_duration
+from agent_tree_operator.reconcile.approvals import RunApprovals
 from agent_tree_operator.reconcile.conditions import (
     condition,
     get,
@@ -33,6 +34,7 @@ from agent_tree_operator.reconcile.conditions import (
 from agent_tree_operator.reconcile.trees import parse_spec
 
 FINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
+ACTIVE_PHASES = frozenset({"Running", "AwaitingApproval"})  # the phases pending approvals move between
 CANCEL_ANNOTATION = naming.CANCEL_ANNOTATION
 EVENT_MESSAGE_MAX = 300
 
@@ -97,10 +99,11 @@ class LiveRun:
     handoffs: int = 0  # handoff events seen in this process (the stream may be replayed after a restart)
     last_stream_id: str = "0-0"
     seen: set[str] = field(default_factory=set)
+    approvals: RunApprovals = field(default_factory=RunApprovals)
 
     @classmethod
-    def from_status(cls, status: Mapping[str, Any] | None) -> LiveRun:
-        """Resume from a status written earlier (e.g. before an operator restart)."""
+    def from_status(cls, status: Mapping[str, Any] | None, ref: str = "") -> LiveRun:
+        """Resume from a status written earlier (e.g. before an operator restart); ``ref`` is NS/NAME."""
         status = status or {}
         succeeded = next((c for c in status.get("conditions") or [] if c.get("type") == "Succeeded"), {})
         return cls(
@@ -117,6 +120,7 @@ class LiveRun:
             tree_revision=status.get("treeRevision"),
             started_at=status.get("startedAt"),
             completed_at=status.get("completedAt"),
+            approvals=RunApprovals.from_status(ref, status.get("approvals")),
         )
 
     @property
@@ -133,6 +137,7 @@ class LiveRun:
         self.tree_revision = revision or self.tree_revision
         self.current_agent = self.current_agent or root
         self.started_at = self.started_at or now
+        self._approval_phase()  # a run resumed while it waits keeps waiting (no flap through Running)
 
     def finish_with_result(self, result: Mapping[str, Any], now: str) -> K8sEvent:
         """Fold the workflow's result summary (answer/status/final_agent/payload/plan/steps/token_usage)."""
@@ -171,6 +176,10 @@ class LiveRun:
         kind = event.get("type")
         agent = event.get("agent")
         out: list[K8sEvent] = []
+        if kind in (APPROVAL_REQUESTED, APPROVAL_DECIDED):
+            fold = self.approvals.request if kind == APPROVAL_REQUESTED else self.approvals.decide
+            out += [K8sEvent(n.type, n.reason, cut(n.message, EVENT_MESSAGE_MAX) or "") for n in fold(event)]
+            self._approval_phase()
         if kind == AGENT_START and agent:
             self.current_agent = str(agent)
         elif kind == HANDOFF:
@@ -204,7 +213,24 @@ class LiveRun:
         self.token_usage = max(self.token_usage, _int(tokens, self.token_usage))
         if isinstance(snapshot.get("plan"), Mapping):
             self.plan = dict(snapshot["plan"])
+        if "approvals" in snapshot:
+            out += self.apply_approvals(snapshot.get("approvals"))
         return out
+
+    def apply_approvals(self, pending: Any) -> list[K8sEvent]:
+        """The workflow's own list of pending approvals (``Progress.approvals``) replaces the one known."""
+        notices = self.approvals.replace(pending)
+        self._approval_phase()
+        return [K8sEvent(n.type, n.reason, cut(n.message, EVENT_MESSAGE_MAX) or "") for n in notices]
+
+    def _approval_phase(self) -> None:
+        """AwaitingApproval while any approval is pending, Running again once none is."""
+        if self.phase not in ACTIVE_PHASES:
+            return
+        if self.approvals.pending:
+            self.phase, self.reason, self.message = "AwaitingApproval", "AwaitingApproval", self.approvals.message()
+        elif self.phase == "AwaitingApproval":
+            self.phase, self.reason, self.message = "Running", "Running", None
 
     # --- status -----------------------------------------------------------------------------
     def status(self, *, answer_max: int, max_bytes: int) -> dict[str, Any]:
@@ -229,6 +255,8 @@ class LiveRun:
             "completedAt": self.completed_at,
             "duration": duration,
             "message": self.message,
+            "approvals": None if self.final else self.approvals.status(),
+            "waiting": None if self.final else self.approvals.waiting(),
             "conditions": self.conditions(),
         }
 
