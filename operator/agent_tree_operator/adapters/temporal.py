@@ -26,14 +26,13 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
-    WorkflowUpdateFailedError,
 )
 from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError, TimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
 from agent_tree.contract import MEMO_REVISION, PROGRESS_QUERY, Progress, RunInput, RunResult
 from agent_tree.contract import temporal as contract
-from agent_tree.contract.control import DECIDE_UPDATE, ApprovalDecision, DecisionAck
+from agent_tree.contract.control import ApprovalDecision, DecisionAck, DecisionError
 from agent_tree.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -161,20 +160,21 @@ class Temporal:
             return None
 
     async def decide(self, workflow_id: str, decision: ApprovalDecision) -> DecisionAck:
-        """Send the ``decide`` Update (idempotent per approval id: a second one gets the first back).
+        """Send the ``decide`` Update (the contract's helper; idempotent per approval id: a second
+        decision gets the first back with ``accepted=False``).
 
         Raises:
-            Undeliverable: the workflow has ended or does not exist, or its handler refused the decision.
+            Undeliverable: the run has ended or never existed, or it refused the decision (an id it
+                never requested, an empty decider): sending it again cannot help.
             Exception: anything else (Temporal away, no worker in time): the caller retries.
         """
-        handle = await self.handle(workflow_id)
         try:
-            return await handle.execute_update(DECIDE_UPDATE, decision, result_type=DecisionAck)
-        except WorkflowUpdateFailedError as exc:
-            raise Undeliverable(f"the run refused the decision: {exc.cause or exc}") from exc
+            return await contract.decide(await self.client(), workflow_id, decision)
+        except DecisionError as exc:
+            raise Undeliverable(str(exc)) from exc
         except RPCError as exc:
-            if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-                raise Undeliverable(f"the run's workflow has ended (or never existed): {exc.message}") from exc
+            if exc.status == RPCStatusCode.FAILED_PRECONDITION:
+                raise Undeliverable(f"run {workflow_id} cannot take a decision: {exc.message}") from exc
             raise
 
     async def cancel(self, workflow_id: str) -> bool:
