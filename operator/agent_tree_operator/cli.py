@@ -1,4 +1,4 @@
-"""``agent-tree operator`` and ``agent-tree crds``, registered into the core CLI.
+"""``agent-tree operator``, ``agent-tree crds``, ``approve`` and ``reject``, registered into the core CLI.
 
 Imports stay inside the commands: every ``agent-tree`` invocation builds the parser, and only the
 operator needs kopf.
@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from agent_tree_operator.commands import approve
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--check", nargs="?", const="", metavar="DIR", help="exit 1 when the files differ from the generator"
     )
     crds.set_defaults(func=cmd_crds)
+    approve.register(subparsers)
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
