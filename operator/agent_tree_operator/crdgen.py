@@ -189,7 +189,9 @@ RULES: dict[str, list[dict[str, Any]]] = {
     ],
     "ForkFrom": [
         _rule(
-            f"self.run.matches('{RESOURCE_NAME_RE}')",
+            # A raw CEL string: in a plain one, the pattern's backslash is an invalid escape and the API
+            # server refuses the whole CRD.
+            f"self.run.matches(r'{RESOURCE_NAME_RE}')",
             FORK_RUN_MESSAGE,
             field=".run",
             reason="FieldValueInvalid",
