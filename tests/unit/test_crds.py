@@ -154,7 +154,7 @@ def test_cel_rules():
         "has(self.treeRef) || has(self.forkFrom)",
         "has(self.input) || has(self.forkFrom)",
     ]
-    assert rules(runs[".spec.forkFrom"]) == [f"self.run.matches('{RESOURCE_NAME_RE}')"]
+    assert rules(runs[".spec.forkFrom"]) == [f"self.run.matches(r'{RESOURCE_NAME_RE}')"]  # raw: '\.' is no CEL escape
     for rule in trees[".spec"]["x-kubernetes-validations"]:
         assert rule["message"].startswith("spec."), rule
 
