@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from agent_tree import policy
+from agent_tree import approval_gate, policy, terminal_approver
 from agent_tree.compiler import CompileError, compile_tree
 from agent_tree.events import event_hooks, format_event
 from agent_tree.spec import AgentRunManifest, AgentTreeManifest, ManifestError, parse_manifest
@@ -102,8 +102,17 @@ def load_run_manifests(paths: list[str]) -> tuple[AgentTreeManifest, AgentRunMan
     return tree, run
 
 
-async def run_embedded(paths: str | list[str], user_input: str | None, context: dict[str, Any], as_json: bool) -> int:
+async def run_embedded(
+    paths: str | list[str],
+    user_input: str | None,
+    context: dict[str, Any],
+    as_json: bool,
+    approve: approval_gate.Approver | None = None,
+) -> int:
     """Run a tree in-process; an AgentRun among ``paths`` gives the input, context and limits.
+
+    ``approve`` decides the calls of tools that require approval (default: the terminal's answer, see
+    :mod:`agent_tree.terminal_approver`).
 
     The AgentRun's ``maxSteps``, ``timeoutSeconds`` and ``budgets`` bound the run with the same
     decisions as a durable run (:mod:`agent_tree.policy`); ``--input`` replaces its ``spec.input``.
@@ -133,7 +142,11 @@ async def run_embedded(paths: str | list[str], user_input: str | None, context: 
         if not as_json:
             print(format_event(event), flush=True)
 
-    result = await compiled.orchestrator(hooks=event_hooks(sink), **limits).run(user_input, context)
+    approve = approve or terminal_approver.for_cli(False, False)
+    orchestrator = compiled.orchestrator(
+        hooks=event_hooks(sink), approve=approve, approver_name=terminal_approver.user(), **limits
+    )
+    result = await orchestrator.run(user_input, context)
     if as_json:
         print(json.dumps({"result": result.model_dump(mode="json"), "events": events}, indent=2, default=str))
     else:
@@ -153,7 +166,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"error: --context {item!r}: expected KEY=VALUE", file=sys.stderr)
             return 2
         context[key] = value
-    return asyncio.run(run_embedded(args.file, args.input, context, args.json))
+    approve = terminal_approver.for_cli(args.approve_all, args.reject_all)
+    return asyncio.run(run_embedded(args.file, args.input, context, args.json, approve))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -217,6 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-i", "--input", help="the request (default: the AgentRun's spec.input)")
     run.add_argument("-c", "--context", action="append", metavar="KEY=VALUE", help="initial context entries")
     run.add_argument("--json", action="store_true", help="print the result and events as JSON")
+    decide = run.add_mutually_exclusive_group()
+    decide.add_argument(
+        "--approve-all",
+        action="store_true",
+        help="approve every call of a tool that requires approval (default: ask on the terminal; "
+        "with no terminal such calls are rejected)",
+    )
+    decide.add_argument("--reject-all", action="store_true", help="reject every call of a tool that requires approval")
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", help="check AgentTree/AgentRun manifests offline")

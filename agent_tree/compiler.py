@@ -71,14 +71,17 @@ def compile_tree(spec: AgentTreeSpec, name: str = "agent-tree", resolve: Resolve
         for child in agent.children:
             node.add_child(nodes[child])
         for t, tool in enumerate(agent.tools):
+            approval = tool.approval.model_dump(mode="json") if tool.approval is not None else None
             if tool.agent is not None:
-                node.add_tool(nodes[tool.agent].as_tool(tool.name, tool.description))
+                node.add_tool(nodes[tool.agent].as_tool(tool.name, tool.description)).approval = approval
                 continue
             try:
                 func = resolve(tool.entrypoint)  # type: ignore[arg-type]
             except registry.EntrypointError as exc:
                 raise CompileError(f"spec.agents[{i}].tools[{t}].entrypoint: {exc}") from exc
-            node.add_tool(Tool(name=tool.name, func=func, description=tool.description or _doc(func)))
+            node.add_tool(
+                Tool(name=tool.name, func=func, description=tool.description or _doc(func), approval=approval)
+            )
     planner = None
     if spec.planner:
         try:

@@ -3,7 +3,8 @@
 The CLI prints them, the durable runtime stores them in PostgreSQL and publishes them to Redis,
 and tests compare embedded and durable runs by their event sequences. The vocabulary is the
 contract's (:mod:`agent_tree.contract`, ``HOOK_STEP_TYPES``): ``agent_start``, ``agent_end``, ``handoff``,
-``tool_start``, ``tool_end``, ``reasoning`` (the durable executors add ``model_usage``).
+``tool_start``, ``tool_end``, ``reasoning``, ``approval_requested``, ``approval_decided`` (the durable
+executors add ``model_usage``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 from agent_tree.contract import (
     AGENT_END,
     AGENT_START,
+    APPROVAL_DECIDED,
+    APPROVAL_REQUESTED,
     HANDOFF,
     HOOK_STEP_TYPES,
     REASONING,
@@ -76,11 +79,39 @@ def event_hooks(sink: Sink) -> OrchestratorHooks:
     async def reasoning(agent_name: str, thought: str) -> None:
         await sink({"type": REASONING, "agent": agent_name, "thought": thought})
 
-    return OrchestratorHooks(node_start, node_end, handoff, tool_start, tool_end, reasoning)
+    async def approval_requested(request: Any) -> None:
+        await sink({"type": APPROVAL_REQUESTED, **request.model_dump(mode="json")})
+
+    async def approval_decided(request: Any, decision: Any) -> None:
+        await sink({"type": APPROVAL_DECIDED, "agent": request.agent, **decision.model_dump(mode="json")})
+
+    return OrchestratorHooks(
+        node_start, node_end, handoff, tool_start, tool_end, reasoning, approval_requested, approval_decided
+    )
 
 
 def _summary(result: HandoffResult | SupervisorResult) -> str:
     return result.summary if isinstance(result, HandoffResult) else result.answer
+
+
+def approval_request_text(data: dict[str, Any]) -> str:
+    """``issue_refund({...}), expires 12:40:00, approvers: users alice; groups finance``."""
+    text = f"{data.get('tool')}({preview(data.get('arguments'), 120)})"
+    if data.get("expires_at"):
+        text += f", expires {str(data['expires_at'])[11:19]} then {data.get('on_timeout', 'reject')}"
+    who = data.get("approvers") or {}
+    names = [f"users {', '.join(who['users'])}"] if who.get("users") else []
+    names += [f"groups {', '.join(who['groups'])}"] if who.get("groups") else []
+    return text + (f", approvers: {'; '.join(names)}" if names else "")
+
+
+def approval_decision_text(data: dict[str, Any]) -> str:
+    """``approved by alice (finance): ok by me`` / ``rejected by system:timeout: no decision ...``."""
+    by = data.get("decided_by") or {}
+    groups = f" ({', '.join(by['groups'])})" if by.get("groups") else ""
+    verb = {"approve": "approved", "reject": "rejected"}.get(str(data.get("decision")), str(data.get("decision")))
+    reason = f": {data['reason']}" if data.get("reason") else ""
+    return f"{verb} by {by.get('username', '?')}{groups}{reason}"
 
 
 def format_event(event: dict[str, Any]) -> str:
@@ -98,7 +129,13 @@ def format_event(event: dict[str, Any]) -> str:
     if kind == TOOL_END:
         if event.get("status") == "error":
             return f"  ! tool {event.get('tool')} failed: {event.get('error')}"
+        if event.get("status") == "rejected":
+            return f"  x tool {event.get('tool')} not run: {event.get('error')}"
         return f"  = tool {event.get('tool')} -> {preview(event.get('output'), 160)}"
     if kind == REASONING:
         return f"  . {agent} thinks: {event.get('thought', '')}"
+    if kind == APPROVAL_REQUESTED:
+        return f"  ? approval {event.get('id')}: {agent} asks to call {approval_request_text(event)}"
+    if kind == APPROVAL_DECIDED:
+        return f"  ! approval {event.get('id')}: {approval_decision_text(event)}"
     return preview(event)

@@ -1,4 +1,4 @@
-"""OrchestratorHooks: the six lifecycle callbacks of a run (agents, tools, reasoning)."""
+"""OrchestratorHooks: the lifecycle callbacks of a run (agents, tools, reasoning, approvals)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ class OrchestratorHooks:
     - ``on_handoff(result)``: a child handed control back with a HandoffResult.
     - ``on_tool_start(tool_name, args)`` / ``on_tool_end(tool_name, result)``: around each tool call.
     - ``on_reasoning_step(agent_name, thought)``: an agent (or the planner) recorded a thought.
+    - ``on_approval_requested(request)`` / ``on_approval_decided(request, decision)``: a tool call that
+      requires approval waits for the run's approval callback / was decided (or timed out).
 
     A hook that raises is logged and ignored: observability must never change a run's outcome.
     """
@@ -31,6 +33,8 @@ class OrchestratorHooks:
     on_tool_start: Hook | None = None
     on_tool_end: Hook | None = None
     on_reasoning_step: Hook | None = None
+    on_approval_requested: Hook | None = None
+    on_approval_decided: Hook | None = None
 
     async def fire(self, name: str, *args: Any) -> None:
         hook = getattr(self, name)
@@ -55,6 +59,8 @@ class OrchestratorHooks:
             "on_tool_start",
             "on_tool_end",
             "on_reasoning_step",
+            "on_approval_requested",
+            "on_approval_decided",
         ):
             if any(getattr(h, field) for h in present):
                 setattr(combined, field, _chain(field, present))

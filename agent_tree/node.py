@@ -26,6 +26,9 @@ class Tool:
     func: Callable[..., Any] | None = None
     description: str = ""
     agent: AgentNode | None = None
+    approval: dict[str, Any] | None = None
+    """The tool spec's ``approval`` block (``{"required": True, "timeoutSeconds": ..., "onTimeout": ...}``):
+    each call waits for the run's approver (see agent_tree.approval_gate)."""
 
     async def __call__(self, **kwargs: Any) -> Any:
         if self.func is None:
@@ -92,7 +95,9 @@ class AgentNode:
         else:
             raise TypeError(f"add_tool expects a callable, a name or a Tool, got {type(tool).__name__}")
         if name and entry.name != name:
-            entry = Tool(name=name, func=entry.func, description=entry.description, agent=entry.agent)
+            entry = Tool(
+                name=name, func=entry.func, description=entry.description, agent=entry.agent, approval=entry.approval
+            )
         self.tools[entry.name] = entry
         return entry
 

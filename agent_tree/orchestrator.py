@@ -12,7 +12,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from agent_tree import usage
+from agent_tree import approval_gate, usage
 from agent_tree.calls import error_message, maybe_await
 from agent_tree.context import ToolRunner
 from agent_tree.hooks import OrchestratorHooks
@@ -83,6 +83,12 @@ class SupervisorOrchestrator:
             stopped, and the run fails with ``policy.TIMED_OUT`` (None: no deadline).
         budgets: an AgentRun's ``spec.budgets`` (``{"maxTokens": .., "maxToolCalls": ..}``); a turn that
             takes the run above one fails the run unless that turn answered (``policy.over_budget``).
+        approve: ``async (request: ApprovalRequest) -> decision``, asked before each call of a tool that
+            requires approval (``approval`` in its spec, ``Tool.approval``); returns an ApprovalDecision,
+            ``{"decision": "approve"|"reject", "reason": ...}``, ``"approve"``/``"reject"`` or a bool. It
+            is given ``timeoutSeconds`` (then ``onTimeout`` applies). None: such calls are rejected, the
+            reason saying how to approve them (see agent_tree.approval_gate).
+        approver_name: ``decided_by.username`` of decisions whose callback names nobody.
     """
 
     def __init__(
@@ -95,6 +101,8 @@ class SupervisorOrchestrator:
         *,
         timeout_seconds: float | None = None,
         budgets: Mapping[str, Any] | None = None,
+        approve: approval_gate.Approver | None = None,
+        approver_name: str = "embedded",
     ) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {max_steps}")
@@ -107,11 +115,24 @@ class SupervisorOrchestrator:
         self.tool_runner = tool_runner
         self.timeout_seconds = timeout_seconds
         self.budgets = dict(budgets or {})
+        self.approve = approve
+        self.approver_name = approver_name
 
     async def run(self, user_input: str, context: dict[str, Any] | None = None) -> SupervisorResult:
         """Run the tree on ``user_input`` and return the supervisor's result."""
-        root = self.tree.root
         deadline = None if self.timeout_seconds is None else clock() + self.timeout_seconds
+        gate = approval_gate.EmbeddedGate(
+            self.approve or _no_approver,
+            self.hooks,
+            deadline=deadline,
+            clock=clock,
+            default_user=self.approver_name,
+        )
+        with approval_gate.gated(gate):
+            return await self._run(user_input, context, deadline)
+
+    async def _run(self, user_input: str, context: dict[str, Any] | None, deadline: float | None) -> SupervisorResult:
+        root = self.tree.root
         await self.hooks.fire("on_node_start", root, user_input)
         plan, calls = await plan_with_usage(self.planner, user_input, deadline)
         if plan is not None:
@@ -133,3 +154,14 @@ class SupervisorOrchestrator:
         result = result.model_copy(update={"token_usage": result.token_usage + planned})
         await self.hooks.fire("on_node_end", root, result)
         return result
+
+
+async def _no_approver(request: Any) -> dict[str, Any]:
+    return {
+        "decision": "reject",
+        "decided_by": "embedded",
+        "reason": (
+            "this run has no approver: pass approve=callback to SupervisorOrchestrator "
+            "(agent-tree run: answer on a terminal, or --approve-all / --reject-all)"
+        ),
+    }

@@ -43,7 +43,16 @@ StepType = Literal[
     "budgets_changed",
 ]
 STEP_TYPES: tuple[str, ...] = get_args(StepType)
-HOOK_STEP_TYPES: tuple[str, ...] = (AGENT_START, AGENT_END, HANDOFF, TOOL_START, TOOL_END, REASONING)
+HOOK_STEP_TYPES: tuple[str, ...] = (
+    AGENT_START,
+    AGENT_END,
+    HANDOFF,
+    TOOL_START,
+    TOOL_END,
+    REASONING,
+    APPROVAL_REQUESTED,
+    APPROVAL_DECIDED,
+)
 """The steps the embedded hooks emit; ``model_usage`` is recorded by the executors that call models."""
 
 RUN_END = "run_end"

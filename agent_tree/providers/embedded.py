@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agent_tree import registry, usage
+from agent_tree import approval_gate, registry, usage
 from agent_tree.calls import error_message
 from agent_tree.context import RunContext
 from agent_tree.models import HandoffResult, ToolResult
@@ -42,9 +42,12 @@ def make_router(agent: AgentSpec, children: list[tuple[str, str]]) -> Callable[[
 
 
 async def _call_tool(ctx: RunContext, call: ToolCall) -> dict[str, Any]:
+    refused = None if call.error is not None else await approval_gate.check(ctx.node, call.name, dict(call.args))
     await ctx.hooks.fire("on_tool_start", call.name, call.args)
     if call.error is not None:
         result = ToolResult.model_validate(error_result(call))
+    elif refused is not None:
+        result = refused
     else:
         result = await ctx.tool_runner(ctx.node, call.name, dict(call.args))
     ctx.record_tool(call.name, result)

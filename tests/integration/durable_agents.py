@@ -108,3 +108,29 @@ async def spender(ctx: RunContext) -> HandoffResult:
 
 async def fallback(ctx: RunContext) -> HandoffResult:
     return ctx.ok("fallback answered")
+
+
+# --- tool approvals (test_durable_approvals.py, tests/unit/test_embedded_approvals.py) ----------
+
+
+def issue_refund(invoice: str, amount: int) -> dict[str, Any]:
+    """Refund an invoice (requires approval). COUNTING: one line in refunds.log per execution."""
+    with (_dir() / "refunds.log").open("a") as f:
+        f.write(f"{invoice} {amount}\n")
+    return {"refunded": amount, "invoice": invoice}
+
+
+def refunds_done() -> list[str]:
+    path = _dir() / "refunds.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+async def refunder(ctx: RunContext) -> HandoffResult:
+    """A Python agent: looks the invoice up (no approval), then refunds it (approval), then looks again."""
+    invoice = ctx.context.get("invoice", "4821")
+    await ctx.call_tool("ledger_step", step="lookup", key=invoice)
+    refund = await ctx.call_tool("issue_refund", invoice=invoice, amount=120)
+    await ctx.call_tool("ledger_step", step="after", key=invoice)
+    if refund.status == "rejected":
+        return ctx.failed(f"refund not issued: {refund.error}", {"status": refund.status})
+    return ctx.ok(f"refunded {refund.output['refunded']}", {"status": refund.status})

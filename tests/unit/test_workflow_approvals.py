@@ -12,11 +12,15 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from agent_tree_worker import inputs as t
+from agent_tree_worker import reader
+from agent_tree_worker.activities import Activities
 from agent_tree_worker.main import PASSTHROUGH
+from agent_tree_worker.stream import StepStream
 from agent_tree_worker.workflows import AgentRunWorkflow, AgentWorkflow
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
@@ -32,6 +36,7 @@ from agent_tree.contract.temporal import DATA_CONVERTER, decide, run_progress, s
 from tests.unit.test_workflow_mocked import TEMPORAL
 
 NS, TREE = "apw-mocked", "refunds"
+INTEGRATION = Path(__file__).resolve().parent.parent / "integration"
 ALICE = Decider(username="alice", groups=["finance"])
 
 
@@ -111,7 +116,15 @@ def runner() -> SandboxedWorkflowRunner:
 class Run:
     """A run of the refunds tree with workers on both agents' queues."""
 
-    def __init__(self, client: Client, mocks: Mocks, tree_spec: dict[str, Any], timeout: int = 600) -> None:
+    def __init__(
+        self,
+        client: Client,
+        mocks: Mocks,
+        tree_spec: dict[str, Any],
+        timeout: int = 600,
+        activities: list[Any] | None = None,
+        agents: tuple[str, ...] = ("desk", "refunds"),
+    ) -> None:
         self.client, self.mocks = client, mocks
         self.inp = t.RunInput(
             namespace=NS,
@@ -128,10 +141,10 @@ class Run:
                 client,
                 task_queue=naming.task_queue(NS, TREE, agent),
                 workflows=[AgentRunWorkflow, AgentWorkflow],
-                activities=mocks.all(),
+                activities=activities or mocks.all(),
                 workflow_runner=runner(),
             )
-            for agent in ("desk", "refunds")
+            for agent in agents
         ]
         self.handle: WorkflowHandle[Any, Any] | None = None
 
@@ -327,3 +340,100 @@ async def test_a_run_without_approvals_records_no_marker_and_its_history_replays
     )
     replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert replayed.replay_failure is None, replayed.replay_failure
+
+
+# --- a Python agent's ctx.call_tool: the REAL python_turn activity (no PostgreSQL: no journal) ------
+
+
+class Captured(StepStream):
+    """A disabled stream that keeps what the activities publish (the steps of the run)."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.steps: list[dict[str, Any]] = []
+
+    async def publish(self, run_id: str, steps: list[Any], *, final: dict[str, Any] | None = None) -> bool:
+        self.steps += steps
+        return True
+
+
+def python_spec(approval: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "root": "desk",
+        "maxSteps": 2,
+        "agents": [
+            {"name": "desk", "children": ["refunder"]},
+            {
+                "name": "refunder",
+                "entrypoint": "durable_agents:refunder",
+                "tools": [
+                    {"name": "ledger_step", "entrypoint": "durable_agents:ledger_step"},
+                    {"name": "issue_refund", "entrypoint": "durable_agents:issue_refund", "approval": approval},
+                ],
+            },
+        ],
+    }
+
+
+class PythonRun(Run):
+    def __init__(self, client: Client, stream: Captured, tree_spec: dict[str, Any]) -> None:
+        activities = Activities(None, stream).all()
+        super().__init__(client, Mocks(), tree_spec, activities=activities, agents=("desk", "refunder"))
+        self.inp = self.inp.model_copy(update={"context": {"invoice": "4821"}})
+
+
+@pytest.fixture
+def evidence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DURABLE_TEST_DIR", str(tmp_path))
+    monkeypatch.syspath_prepend(str(INTEGRATION))
+    return tmp_path
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+async def test_a_python_agents_call_waits_durably_and_gets_the_decision(
+    env: WorkflowEnvironment, evidence: Path, decision: str
+) -> None:
+    import durable_agents
+
+    stream = Captured()
+    async with PythonRun(env.client, stream, python_spec({"required": True})) as run:
+        progress = await run.waiting()
+        [request] = progress.approvals
+        assert progress.phase == "AwaitingApproval" and (request.agent, request.tool) == ("refunder", "issue_refund")
+        assert request.arguments == {"invoice": "4821", "amount": 120}
+        assert durable_agents.refunds_done() == []
+        ack = await decide(
+            env.client,
+            run.handle.id,
+            ApprovalDecision(id=request.id, decision=decision, decided_by=ALICE, reason="checked"),
+        )
+        assert ack.accepted
+        result = await run.result()
+    if decision == "approve":
+        assert result["status"] == "completed" and result["answer"] == "refunded 120"
+        assert durable_agents.refunds_done() == ["4821 120"]
+    else:
+        assert result["status"] == "failed"
+        assert "refund not issued: the call of tool 'issue_refund' was rejected by alice: checked" in result["answer"]
+        assert durable_agents.refunds_done() == []
+    steps = sorted({tuple(s["ord"]): s for s in stream.steps}.values(), key=lambda s: s["ord"])
+    mine = [(s["type"], s["data"].get("id") or s["data"].get("tool")) for s in steps if s["agent"] == "refunder"]
+    at = mine.index(("approval_requested", request.id))
+    # The approval sits between the call before it and the call it gates, in the turn's order.
+    assert mine[at - 1 : at + 4] == [
+        ("tool_end", "ledger_step"),
+        ("approval_requested", request.id),
+        ("approval_decided", request.id),
+        ("tool_start", "issue_refund"),
+        ("tool_end", "issue_refund"),
+    ]
+    end = next(s for s in steps if s["type"] == "tool_end" and s["data"]["tool"] == "issue_refund")
+    assert end["data"]["status"] == ("ok" if decision == "approve" else "rejected")
+    # agent-tree logs / history render both steps readably: who, the decision, why.
+    verb = {"approve": "approved", "reject": "rejected"}[decision]
+    logs = "\n".join(reader.render(s) for s in steps)
+    assert f"? approval {request.id}: refunder asks to call issue_refund(" in logs
+    assert f"! approval {request.id}: {verb} by alice (finance): checked" in logs
+    table = [reader._detail(s) for s in steps if s["type"].startswith("approval")]
+    assert table[0].startswith(f'{request.id}: issue_refund({{"amount": 120, "invoice": "4821"}})')
+    assert table[1] == f"{request.id}: {verb} by alice (finance): checked"

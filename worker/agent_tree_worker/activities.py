@@ -20,7 +20,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from agent_tree import registry, usage
+from agent_tree import approval_gate, registry, usage
 from agent_tree.compiler import CompiledTree, CompileError, compile_tree
 from agent_tree.contract import MODEL_USAGE, TOOL_END, TOOL_START
 from agent_tree.events import event_hooks
@@ -33,6 +33,7 @@ from agent_tree.turns import run_turn
 from agent_tree_worker import inputs as t
 from agent_tree_worker import metrics, payloads
 from agent_tree_worker.forks import Forks
+from agent_tree_worker.python_approvals import NEEDS_APPROVAL, DivergedTurn, DurableGate, NeedsApproval
 from agent_tree_worker.store import HistoryStore
 from agent_tree_worker.stream import StepStream
 
@@ -261,7 +262,7 @@ class Activities:
             raise ApplicationError(f"the tree has no agent {inp.agent!r}", type="UnknownAgent", non_retryable=True)
         agent_spec = spec.agent(inp.agent)
         info = activity.info()
-        journal_key = f"{info.workflow_run_id}/{info.activity_id}"
+        journal_key = inp.journal_key or f"{info.workflow_run_id}/{info.activity_id}"
         events = itertools.count(1)
         calls = itertools.count(1)
         usages = itertools.count(1)
@@ -325,9 +326,10 @@ class Activities:
             # call comes from the journal makes no model call, and must not shift later events' ords.
             await sink({"type": MODEL_USAGE, **record}, [*inp.ord, last_event[0], next(usages)])
 
+        gate = DurableGate(inp.decisions or {})
         try:
             async with heartbeating():
-                with usage.collecting(model_usage):
+                with usage.collecting(model_usage), approval_gate.gated(gate):
                     handoff = await run_turn(
                         node,
                         inp.input,
@@ -340,6 +342,13 @@ class Activities:
                     )
         except RetryTurn as exc:
             raise ApplicationError(str(exc), type="HistoryUnavailable") from None
+        except DivergedTurn as exc:
+            raise ApplicationError(str(exc), type="DivergedTurn", non_retryable=True) from None
+        except NeedsApproval as stop:
+            if unwritten:
+                await self.write(inp.run_id, unwritten)
+            # The approval's steps go under the last event written (the call's tool_start comes after).
+            return {NEEDS_APPROVAL: {**stop.ask, "after_event": last_event[0]}}
         if unwritten:
             await self.write(inp.run_id, unwritten)
         return await self.handoff_for_history(inp.run_id, handoff.model_copy(update={"to_agent": inp.to_agent}))

@@ -117,6 +117,11 @@ class PythonTurnInput:
     to_agent: str = "supervisor"
     quiet: bool = False
     steps: list[Step] = field(default_factory=list)
+    # Set only in trees with a tool that requires approval (absent from older histories): the turn's
+    # journal key, stable across the activity's re-runs (default: "<workflow run id>/<activity id>"), and
+    # the decisions taken so far by their call's number in the turn ({"1": ApprovalDecision as JSON}).
+    journal_key: str | None = None
+    decisions: dict[str, dict[str, Any]] | None = None
 
 
 @dataclass

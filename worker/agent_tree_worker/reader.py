@@ -21,6 +21,8 @@ from redis.exceptions import RedisError
 from agent_tree.contract import (
     AGENT_END,
     AGENT_START,
+    APPROVAL_DECIDED,
+    APPROVAL_REQUESTED,
     HANDOFF,
     MODEL_USAGE,
     REASONING,
@@ -29,7 +31,7 @@ from agent_tree.contract import (
     TOOL_START,
     ord_str,
 )
-from agent_tree.events import format_event, preview
+from agent_tree.events import approval_decision_text, approval_request_text, format_event, preview
 from agent_tree_worker import payloads
 from agent_tree_worker.store import RETRYABLE, TERMINAL, HistoryStore
 from agent_tree_worker.stream import StepStream
@@ -121,8 +123,8 @@ def _detail(step: dict[str, Any]) -> str:
     if kind == TOOL_START:
         return f"{d.get('tool')}({preview(d.get('args', {}), 100)})"
     if kind == TOOL_END:
-        if d.get("status") == "error":
-            return f"{d.get('tool')} ! {d.get('error')}"
+        if d.get("status") in ("error", "rejected"):
+            return f"{d.get('tool')} ! {d.get('status')}: {d.get('error')}"
         out = d.get("output")
         shown = f"<{out['bytes']} bytes in blob {out['$blob'][:12]}>" if payloads.is_ref(out) else preview(out, 100)
         return f"{d.get('tool')} = {shown}"
@@ -130,6 +132,10 @@ def _detail(step: dict[str, Any]) -> str:
         return preview(d.get("thought", ""), 120)
     if kind == MODEL_USAGE:
         return f"{d.get('model')} {d.get('total_tokens', 0)} tokens"
+    if kind == APPROVAL_REQUESTED:
+        return f"{d.get('id')}: {approval_request_text(d)}"
+    if kind == APPROVAL_DECIDED:
+        return f"{d.get('id')}: {approval_decision_text(d)}"
     return preview(d, 120)
 
 

@@ -47,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
     from agent_tree_worker import inputs as t
     from agent_tree_worker.approvals import TOOL_APPROVALS, Approvals
     from agent_tree_worker.metrics import REPAIR_FAILURES, REPAIRS
+    from agent_tree_worker.python_approvals import NEEDS_APPROVAL, decision_entry
 
 HEARTBEAT = timedelta(seconds=8)
 HISTORY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=0.5), maximum_interval=timedelta(seconds=5))
@@ -364,7 +365,37 @@ class Executor:
             return {"plan": plan, "thought": f"plan: {json.dumps(plan, ensure_ascii=False)}"}
 
     async def python_turn(self, turn: t.TurnInput) -> dict[str, Any]:
+        """A Python agent's turn: one activity; in a tree with approvals, run again after each decision
+        its calls need (see agent_tree_worker.python_approvals)."""
+        if self.approvals is None or not approval_policy.tree_has_approvals(self.spec):
+            return await self._python_turn(turn, self.rec.next_ord())
+        ord_ = self.rec.next_ord()
+        journal_key = f"{self.run_id}/{'.'.join(map(str, ord_))}"
+        decisions: dict[str, dict[str, Any]] = {}
+        while True:
+            result = await self._python_turn(turn, ord_, journal_key, dict(decisions))
+            ask = result.get(NEEDS_APPROVAL)
+            if ask is None:
+                return result
+            if not workflow.patched(TOOL_APPROVALS):  # cannot happen: only runs with the patch ask
+                return _failed(turn.agent, turn.to_agent, "approvals are not supported by this run's workflow")
+            seq = int(ask["seq"])
+            base = [*ord_, int(ask["after_event"]), 0]
+            ords = ([*base, 2 * seq - 1], [*base, 2 * seq])
+            decision = await self.approvals.ask(
+                self, ask["agent"], ask["tool"], ask["args"], ask["approval"], ords, self.rec.take()
+            )
+            decisions[str(seq)] = decision_entry(ask["tool"], decision)
+
+    async def _python_turn(
+        self,
+        turn: t.TurnInput,
+        ord_: list[int],
+        journal_key: str | None = None,
+        decisions: dict[str, dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
         steps = self.rec.take()
+        extra = {} if journal_key is None else {"journal_key": journal_key, "decisions": decisions}
         try:
             return await workflow.execute_activity(
                 t.PYTHON_TURN,
@@ -374,13 +405,14 @@ class Executor:
                     agent=turn.agent,
                     input=turn.input,
                     context=turn.context,
-                    ord=self.rec.next_ord(),
+                    ord=ord_,
                     plan=turn.plan,
                     step=turn.step,
                     max_steps=turn.max_steps,
                     to_agent=turn.to_agent,
                     quiet=turn.as_tool,
                     steps=steps,
+                    **extra,
                 ),
                 task_queue=self.queue,
                 start_to_close_timeout=self.remaining(),
