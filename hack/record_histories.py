@@ -6,7 +6,9 @@ Starts private Temporal, PostgreSQL and Redis instances (tests/integration/servi
 scenarios with one in-process worker per agent — the invoice example, an LLM tree with tool calls
 against the local OpenAI-compatible test server, an LLM tree whose agents call agents as tools
 (``nested-tools``), a run cancelled while a tool call is held, and the invoice run continuing as new
-after every root turn (``continued``, every run of the chain) — and
+after every root turn (``continued``, every run of the chain), and tool approvals (``approval-llm``: a
+model agent's call approved through the ``decide`` Update; ``approval-python``: a Python agent's call
+rejected, its turn run again with the decision) — and
 writes each workflow history of each run (the run's workflow and, on engines that have them, its
 child workflows) as Temporal's JSON to ``OUT_DIR/<scenario>/<n>-<workflow type>.json``.
 
@@ -106,6 +108,39 @@ async def run_and_record(
     await write(client, out, scenario, handle.id, handle.first_execution_run_id if continue_after_events else None)
 
 
+async def run_with_decision(
+    client: Client, out: Path, scenario: str, spec: Any, question: str, urls: tuple[str, str], decision: str
+) -> None:
+    """A run of ``spec`` (tree ``refunds``) whose one approval is decided by ``alice`` once requested."""
+    from agent_tree.contract.control import ApprovalDecision, Decider
+    from agent_tree.contract.temporal import decide, run_progress
+
+    namespace = unique(scenario)
+    queues = [naming.task_queue(namespace, "refunds", a.name) for a in spec.agents]
+    async with in_process_workers(client, queues, *urls):
+        inp = run_input(
+            namespace,
+            "refunds",
+            spec,
+            name=unique("run"),
+            uid=uuid.uuid4().hex[:8],
+            input=question,
+            context={"invoice": "4821"},
+        )
+        handle = await start_run(client, inp)
+
+        async def requested() -> Any:
+            return (await run_progress(handle)).approvals
+
+        [request] = await wait_for(requested, "the approval request")
+        alice = Decider(username="alice", groups=["finance"])
+        await decide(
+            client, handle.id, ApprovalDecision(id=request.id, decision=decision, decided_by=alice, reason="ok")
+        )
+        await asyncio.wait_for(handle.result(), 120)
+    await write(client, out, scenario, handle.id)
+
+
 def nested_tools_spec(server: FakeOpenAI) -> Any:
     """desk (model router) -> billing (model) asks expert (model) as a tool, which asks clerk (model) as
     a tool: an agent-as-tool turn that starts a child turn after a model call (ords matter there)."""
@@ -136,6 +171,7 @@ def nested_tools_spec(server: FakeOpenAI) -> Any:
 
 
 async def main(out: Path, only: set[str]) -> None:
+    import test_durable_approvals as approvals
     import test_durable_failures as failures
     import test_durable_llm as llm
 
@@ -157,7 +193,7 @@ async def main(out: Path, only: set[str]) -> None:
             await run_and_record(client, out, "invoice", tree.spec, "invoice", question, urls)
         if not only or "continued" in only:  # continues as new after each root turn (engine v2 and later)
             await run_and_record(client, out, "continued", tree.spec, "invoice", question, urls, 10)
-        if only and not only & {"llm-tools", "nested-tools", "cancelled"}:
+        if only and not only & {"llm-tools", "nested-tools", "cancelled", "approval-llm", "approval-python"}:
             return
 
         with FakeOpenAI() as server:
@@ -166,6 +202,12 @@ async def main(out: Path, only: set[str]) -> None:
             await run_and_record(client, out, "llm-tools", spec, "ap", "Why was invoice #4821 rejected?", urls)
             spec = nested_tools_spec(server)
             await run_and_record(client, out, "nested-tools", spec, "ap", "Is invoice 7 ok?", urls)
+            if not only or "approval-llm" in only:
+                spec = approvals.llm_tree(server, "replay")
+                await run_with_decision(client, out, "approval-llm", spec, "Refund invoice 4821", urls, "approve")
+        if not only or "approval-python" in only:
+            spec = approvals.python_tree()
+            await run_with_decision(client, out, "approval-python", spec, "refund", urls, "reject")
 
         namespace, key = unique("cancel"), unique("k")
         queues = failures.queues(namespace, "office", "intake", "bookkeeper")

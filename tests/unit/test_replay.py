@@ -16,8 +16,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from agent_tree_worker import approvals, workflows
 from agent_tree_worker import inputs as t
-from agent_tree_worker import workflows
 from agent_tree_worker.main import PASSTHROUGH
 from agent_tree_worker.workflows import AgentRunWorkflow, AgentWorkflow
 from temporalio import workflow
@@ -52,6 +52,8 @@ def test_histories_are_committed_for_every_scenario() -> None:
     for engine in ("v1", "v2"):
         assert {(engine, s) for s in ("invoice", "llm-tools", "nested-tools", "cancelled")} <= scenarios
     assert ("v2", "continued") in scenarios  # a run that continued as new: every run of its chain
+    # Runs waiting for a person (for hours) live through deployments: approvals must keep replaying.
+    assert {("v2", "approval-llm"), ("v2", "approval-python")} <= scenarios
     assert any(p.stem.endswith("AgentRunWorkflow") for p in FILES)
 
 
@@ -96,6 +98,24 @@ def test_v2_runs_are_one_workflow_and_v1_runs_had_children() -> None:
         starts_children = any(e.event_type == child for e in load(path).events)
         assert starts_children == (engine == "v1"), path.relative_to(HISTORIES)
     assert not [p for p in FILES if p.parent.parent.name == "v2" and not p.stem.endswith("AgentRunWorkflow")]
+
+
+@pytest.mark.parametrize("scenario", ["approval-llm", "approval-python"])
+async def test_approval_histories_hold_the_decide_update_and_fail_without_the_approval_wait(
+    scenario: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The committed approval runs went through the decide Update (accepted, then completed); replayed
+    on code that never asks (the patch reported absent) they are nondeterministic: the check bites."""
+    path = next(p for p in FILES if p.parent.name == scenario and "AgentRun" in p.stem)
+    kinds = [e.event_type for e in load(path).events]
+    assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED in kinds
+    assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED in kinds
+    patched = workflow.patched
+    monkeypatch.setattr(
+        workflow, "patched", lambda patch_id: False if patch_id == approvals.TOOL_APPROVALS else patched(patch_id)
+    )
+    result = await replayer(AgentRunWorkflow, AgentWorkflow).replay_workflow(load(path), raise_on_replay_failure=False)
+    assert result.replay_failure is not None
 
 
 @pytest.mark.parametrize("scenario", ["invoice", "nested-tools"])
