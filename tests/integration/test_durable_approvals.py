@@ -22,6 +22,7 @@ from fake_openai import FakeOpenAI
 from temporalio.client import Client
 
 from agent_tree import naming
+from agent_tree.compiler import compile_tree
 from agent_tree.contract import Progress, run_input
 from agent_tree.contract.control import ApprovalDecision, Decider
 from agent_tree.contract.temporal import decide, run_progress, start_run
@@ -241,3 +242,22 @@ async def test_python_agent_call_waits_and_earlier_calls_come_from_the_journal(
     steps = await store.steps(handle.id)
     kinds = [(s["type"], s["data"].get("id") or s["data"].get("tool")) for s in steps if s["agent"] == "refunder"]
     assert kinds.count(("tool_start", "ledger_step")) == 2  # each event once, though the turn ran twice
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+async def test_embedded_and_durable_give_the_same_answer_for_the_same_decision(
+    client: Client, database_url: str, redis_url: str, test_dir: Path, decision: str
+) -> None:
+    bob = ApprovalDecision(id="-", decision=decision, decided_by=Decider(username="bob"), reason="per policy AP-7")
+    embedded = (
+        await compile_tree(python_tree()).orchestrator(approve=lambda request: bob).run("refund", {"invoice": "4821"})
+    )
+    namespace = unique("apw-same")
+    async with in_process_workers(client, queues(namespace, "desk", "refunder"), database_url, redis_url):
+        handle = await start(client, namespace, python_tree(), input="refund", context={"invoice": "4821"})
+        [request] = (await pending(handle)).approvals
+        await decide(client, handle.id, bob.model_copy(update={"id": request.id}))
+        durable = await asyncio.wait_for(handle.result(), 60)
+    assert (durable["status"], durable["answer"]) == (embedded.status, embedded.answer)
+    assert (durable["final_agent"], durable["payload"]) == (embedded.final_agent, embedded.payload)
+    assert refunds_done() == (["4821 120"] * 2 if decision == "approve" else [])
