@@ -1,4 +1,4 @@
-"""``agent-tree operator``, ``agent-tree crds``, ``approve`` and ``reject``, registered into the core CLI.
+"""``agent-tree operator``, ``crds``, ``approve``, ``reject``, ``retry`` and ``fork``, registered into the core CLI.
 
 Imports stay inside the commands: every ``agent-tree`` invocation builds the parser, and only the
 operator needs kopf.
@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent_tree_operator.commands import approve
+from agent_tree_operator.commands import approve, fork
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     crds.set_defaults(func=cmd_crds)
     approve.register(subparsers)
+    fork.register(subparsers)
 
 
 def cmd_operator(args: argparse.Namespace) -> int:

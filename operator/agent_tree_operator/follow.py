@@ -36,11 +36,13 @@ import kopf
 
 from agent_tree import naming
 from agent_tree.contract import AGENT_START, RUN_END, RunInputError, run_input, spec_revision
+from agent_tree.spec import AgentTreeSpec
 from agent_tree_operator import metrics
 from agent_tree_operator.adapters.kube import KubeError
 from agent_tree_operator.adapters.stream import Subscription, step_event
 from agent_tree_operator.adapters.temporal import Outcome
 from agent_tree_operator.handlers.context import OperatorContext
+from agent_tree_operator.reconcile import forks
 from agent_tree_operator.reconcile.approvals import PLURAL as APPROVALS
 from agent_tree_operator.reconcile.approvals import approval_manifest, decided_status
 from agent_tree_operator.reconcile.conditions import now_iso, parse_iso
@@ -118,8 +120,17 @@ class RunFollower:
     async def _drive(self) -> None:
         described = await self._retrying("describe the workflow", lambda: self.ctx.temporal.describe(self.workflow_id))
         if described is None:
-            spec = await self._wait_for_tree()
-            if spec is None or not await self._start(spec):
+            fork = None
+            if self.spec.get("forkFrom"):
+                fork = await self._resolve_fork()
+                if fork is None:
+                    return
+                self.tree = fork.tree
+            if fork is not None and fork.spec is not None:
+                spec = AgentTreeSpec.model_validate(fork.spec)  # the source's pinned spec, as it ran
+            else:
+                spec = await self._wait_for_tree()
+            if spec is None or not await self._start(spec, fork):
                 return
         else:
             metrics.RECONCILES.labels(KIND, "resumed").inc()
@@ -176,9 +187,25 @@ class RunFollower:
             await self._write()
             await self._wait_tree((self.namespace, self.tree))
 
-    async def _start(self, spec: Any) -> bool:
+    async def _resolve_fork(self) -> forks.ForkPlan | None:
+        """``spec.forkFrom`` from the history (the source AgentRun may be gone); None: the run failed."""
+        history, name = self.ctx.history, self.spec["forkFrom"]["run"]
+        try:
+            if history is None:
+                raise forks.ForkError(forks.NO_HISTORY)
+            read = await self._retrying(
+                "read the fork's source from the history", lambda: history.fork_source(self.namespace, name)
+            )
+            plan = forks.plan_fork(self.namespace, self.spec, *read)
+        except forks.ForkError as exc:
+            await self._finish(Outcome(phase="Failed", reason=forks.REASON, message=str(exc)))
+            return None
+        self.live.forked_from = plan.status()
+        return plan
+
+    async def _start(self, spec: Any, fork: forks.ForkPlan | None = None) -> bool:
         """Start the workflow on a snapshot of ``spec``; False when the run ended instead."""
-        revision = spec_revision(spec)
+        revision = (fork.revision if fork is not None else None) or spec_revision(spec)
         try:
             run = run_input(
                 self.namespace,
@@ -186,12 +213,13 @@ class RunFollower:
                 spec,
                 name=self.name,
                 uid=self.uid,
-                input=self.spec["input"],
-                context=dict(self.spec.get("context") or {}),
+                input=fork.input if fork is not None else self.spec["input"],
+                context=fork.context if fork is not None else dict(self.spec.get("context") or {}),
                 max_steps=self.spec.get("maxSteps"),
                 timeout_seconds=int(self.spec.get("timeoutSeconds") or 3600),
                 budgets=self.spec.get("budgets"),
                 revision=revision,
+                fork=fork.fork if fork is not None else None,
             )
         except RunInputError as exc:
             await self._finish(Outcome(phase="Failed", reason="InvalidInput", message=str(exc)))
@@ -213,6 +241,15 @@ class RunFollower:
                 f"workflow {self.workflow_id} started on task queue {queue} (tree revision {revision})",
             )
         )
+        if fork is not None:
+            self._event(
+                K8sEvent(
+                    "Normal",
+                    "Forked",
+                    f"forked from run {fork.fork.name} ({fork.fork.workflow_id}): steps 1..{fork.fork.step} "
+                    "are reused from its history",
+                )
+            )
         await self._write()
         return True
 

@@ -8,6 +8,7 @@ import logging
 import kopf
 
 from agent_tree_operator import metrics
+from agent_tree_operator.adapters.history import History
 from agent_tree_operator.adapters.kube import Kube, load_api_client
 from agent_tree_operator.adapters.stream import StreamHub
 from agent_tree_operator.adapters.temporal import Temporal
@@ -26,6 +27,7 @@ def build_context(config: OperatorConfig) -> OperatorContext:
         kube=kube,
         temporal=Temporal(config.settings),
         hub=StreamHub(config.settings.redis_url, block_ms=min(500, config.status_interval_ms)),
+        history=History(config.settings.database_url) if config.settings.database_url else None,
     )
 
 

@@ -28,7 +28,7 @@ import pytest
 import yaml
 from platformlib import built_tool
 
-from agent_tree.spec import RunPhase
+from agent_tree.spec import AgentRunSpec, RunPhase
 
 ROOT = Path(__file__).resolve().parents[2]
 CUSTOMIZATIONS = ROOT / "deploy" / "argocd" / "resource_customizations"
@@ -282,8 +282,11 @@ def test_discovery(case: dict[str, Any]) -> None:
         assert {"name": want["name"], **actions[want["name"]]} == want
 
 
-@pytest.mark.parametrize("case", load(RUN / "actions" / "action_test.yaml")["actionTests"],
-                         ids=lambda c: Path(c["inputPath"]).stem)  # fmt: skip
+def action_cases(action: str) -> list[dict[str, Any]]:
+    return [c for c in load(RUN / "actions" / "action_test.yaml")["actionTests"] if c["action"] == action]
+
+
+@pytest.mark.parametrize("case", action_cases("cancel"), ids=lambda c: Path(c["inputPath"]).stem)
 def test_cancel_action(case: dict[str, Any]) -> None:
     obj = load(RUN / "actions" / case["inputPath"])
     out = run_lua((RUN / "actions" / case["action"] / "action.lua").read_text(), obj)
@@ -291,6 +294,19 @@ def test_cancel_action(case: dict[str, Any]) -> None:
     assert out["metadata"]["annotations"][CANCEL_ANNOTATION] == "true"
     # Only the annotation changes: the spec is immutable and status belongs to the operator.
     assert out["spec"] == obj["spec"] and out.get("status") == obj.get("status")
+
+
+@pytest.mark.parametrize("case", action_cases("retry"), ids=lambda c: Path(c["inputPath"]).stem)
+def test_retry_action_creates_a_fork_and_leaves_the_run_alone(case: dict[str, Any]) -> None:
+    """retry creates ONE new AgentRun with spec.forkFrom naming the run, valid for the CRD's schema."""
+    obj = load(RUN / "actions" / case["inputPath"])
+    (created,) = run_lua((RUN / "actions" / "retry" / "action.lua").read_text(), obj)
+    assert created["operation"] == "create"
+    (want,) = load(RUN / "actions" / case["expectedOutputPath"])
+    assert created["resource"] == want["unstructuredObj"]
+    spec = AgentRunSpec.model_validate(created["resource"]["spec"])  # what the API server will accept
+    assert spec.forkFrom.run == obj["metadata"]["name"] and spec.forkFrom.step is None  # a retry
+    assert created["resource"]["metadata"]["namespace"] == obj["metadata"]["namespace"]
 
 
 def test_cancelled_run_after_the_action_is_suspended_and_cancel_disabled() -> None:

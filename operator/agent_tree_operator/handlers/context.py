@@ -11,6 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent_tree_operator.adapters.history import History
 from agent_tree_operator.adapters.kube import Kube
 from agent_tree_operator.adapters.stream import StreamHub
 from agent_tree_operator.adapters.temporal import Temporal
@@ -61,6 +62,7 @@ class OperatorContext:
     approvals: PendingApprovals = field(default_factory=PendingApprovals)
     deliveries: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # AgentApproval uid -> delivery
     autoscaler: Autoscaler | None = None
+    history: History | None = None  # the run history (PostgreSQL): resolves spec.forkFrom
 
     def __post_init__(self) -> None:
         if self.autoscaler is None:

@@ -108,6 +108,8 @@ async def cleanup(memo: Any, **_: Any) -> None:
         task.cancel()
     await ctx.autoscaler.close()
     await ctx.hub.close()
+    if ctx.history is not None:
+        await ctx.history.close()
     ctx.kube.close()
 
 

@@ -96,6 +96,7 @@ class LiveRun:
     tree_revision: str | None = None
     started_at: str | None = None
     completed_at: str | None = None
+    forked_from: dict[str, Any] | None = None  # status.forkedFrom: {run, step, workflowId}
     handoffs: int = 0  # handoff events seen in this process (the stream may be replayed after a restart)
     last_stream_id: str = "0-0"
     seen: set[str] = field(default_factory=set)
@@ -121,6 +122,7 @@ class LiveRun:
             started_at=status.get("startedAt"),
             completed_at=status.get("completedAt"),
             approvals=RunApprovals.from_status(ref, status.get("approvals")),
+            forked_from=status.get("forkedFrom"),
         )
 
     @property
@@ -257,6 +259,7 @@ class LiveRun:
             "message": self.message,
             "approvals": None if self.final else self.approvals.status(),
             "waiting": None if self.final else self.approvals.waiting(),
+            "forkedFrom": self.forked_from,
             "conditions": self.conditions(),
         }
 

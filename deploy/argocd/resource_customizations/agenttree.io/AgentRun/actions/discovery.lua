@@ -1,5 +1,6 @@
 -- Argo CD actions offered on an AgentRun: `cancel`, enabled while the run can still be stopped
--- (no phase yet, Pending, Running, AwaitingApproval or Paused) and no cancellation was requested already.
+-- (no phase yet, Pending, Running, AwaitingApproval or Paused) and no cancellation was requested already;
+-- `retry`, enabled once the run Failed (it creates a new AgentRun with spec.forkFrom).
 -- Argo CD runs discovery with only the base, table and package libraries open (and require("os")
 -- for time and date): no string.* or math.* here.
 local actions = {}
@@ -15,5 +16,10 @@ actions["cancel"] = {
   ["disabled"] = (not active) or requested,
   ["iconClass"] = "fa fa-fw fa-stop-circle",
   ["displayName"] = "Cancel run",
+}
+actions["retry"] = {
+  ["disabled"] = phase ~= "Failed",
+  ["iconClass"] = "fa fa-fw fa-redo",
+  ["displayName"] = "Retry run",
 }
 return actions
