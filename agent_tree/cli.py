@@ -91,6 +91,14 @@ def load_run_manifests(paths: list[str]) -> tuple[AgentTreeManifest, AgentRunMan
     if not runs:
         return tree, None
     label, run = runs[0]
+    if run.spec.forkFrom is not None or run.spec.treeRef is None:
+        raise ManifestError(
+            label,
+            [
+                "spec.forkFrom: a retry or fork reuses a durable run's history, which an embedded run has not; "
+                "apply this AgentRun to a cluster (or remove spec.forkFrom and set spec.treeRef and spec.input)"
+            ],
+        )
     if run.spec.treeRef.name != tree.metadata.name:
         raise ManifestError(
             label,

@@ -4,10 +4,12 @@ the run input and of the AgentRun spec (docs/run-control.md, "Retry and fork")."
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from agent_tree.cli import main
 from agent_tree.contract import run_input
 from agent_tree.contract.control import ForkPointError, ForkSource, fork_point, reused
 from agent_tree.spec import AgentRunSpec
@@ -86,3 +88,13 @@ def test_agentrun_spec_fork_from() -> None:
         AgentRunSpec.model_validate({"treeRef": {"name": "t"}})
     with pytest.raises(ValidationError, match="greater than or equal to 1"):
         AgentRunSpec.model_validate({"forkFrom": {"run": "r", "step": 0}})
+
+
+def test_an_embedded_run_refuses_a_fork_naming_the_field(tmp_path, capsys) -> None:
+    run = tmp_path / "run.yaml"
+    run.write_text(
+        "apiVersion: agenttree.io/v1alpha1\nkind: AgentRun\nmetadata: {name: f1}\nspec: {forkFrom: {run: r}}\n"
+    )
+    tree = str(Path(__file__).resolve().parents[2] / "examples" / "invoice" / "agenttree.yaml")
+    assert main(["run", "-f", tree, "-f", str(run)]) == 1
+    assert "spec.forkFrom: a retry or fork reuses a durable run's history" in capsys.readouterr().err
