@@ -23,11 +23,19 @@ import yaml
 from agent_tree import approval_gate, policy, terminal_approver
 from agent_tree.compiler import CompileError, compile_tree
 from agent_tree.events import event_hooks, format_event
-from agent_tree.spec import AgentRunManifest, AgentTreeManifest, ManifestError, parse_manifest
+from agent_tree.spec import (
+    AgentRunManifest,
+    AgentTreeManifest,
+    AgentTreeSpec,
+    Budgets,
+    ManifestError,
+    cost_problems,
+    parse_manifest,
+)
 from agent_tree.unavailable import EXIT_UNAVAILABLE, ServiceUnavailable
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-PLUGINS = ("agent_tree_worker.cli", "agent_tree_operator.cli")
+PLUGINS = ("agent_tree_worker.cli", "agent_tree_operator.cli", "agent_tree_operator.commands.budget")
 
 
 def load_documents(path: str) -> list[tuple[str, Any]]:
@@ -110,6 +118,18 @@ def load_run_manifests(paths: list[str]) -> tuple[AgentTreeManifest, AgentRunMan
     return tree, run
 
 
+def run_budgets(tree: AgentTreeSpec, budgets: Budgets | None) -> dict[str, Any]:
+    """The run's budgets over the tree's; a cost budget needs every model agent's pricing."""
+    merged = policy.effective_budgets(
+        tree.budgets.model_dump(exclude_none=True) if tree.budgets else None,
+        budgets.model_dump(exclude_none=True) if budgets else None,
+    )
+    problems = cost_problems(tree, merged.get("maxCostUSD"), "spec.budgets.maxCostUSD")
+    if problems:
+        raise ManifestError("AgentRun", problems)
+    return merged
+
+
 async def run_embedded(
     paths: str | list[str],
     user_input: str | None,
@@ -133,7 +153,7 @@ async def run_embedded(
         limits = {
             "max_steps": policy.max_steps(run.spec.maxSteps, tree_manifest.spec.maxSteps),
             "timeout_seconds": run.spec.timeoutSeconds,
-            "budgets": run.spec.budgets.model_dump(exclude_none=True) if run.spec.budgets else None,
+            "budgets": run_budgets(tree_manifest.spec, run.spec.budgets),
         }
         if user_input is None:
             user_input = run.spec.input

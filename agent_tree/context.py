@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from agent_tree import approval_gate, usage
+from agent_tree import approval_gate, ledger, usage
 from agent_tree.hooks import OrchestratorHooks
 from agent_tree.models import HandoffResult, HandoffStatus, HandoffTraces, ToolResult
 
@@ -77,11 +77,13 @@ class RunContext:
         return self.node.name
 
     async def call_tool(self, name: str, **args: Any) -> ToolResult:
-        """Call one of this agent's tools; never raises (errors come back in the ToolResult).
+        """Call one of this agent's tools; never raises (errors come back in the ToolResult), except
+        :class:`~agent_tree.ledger.BudgetStop` when the run's ``maxToolCalls`` allows no more calls.
 
         A tool that requires approval runs only once the run's approver approved the call; a rejected
         call returns ``ToolResult(status="rejected")`` naming who rejected it and why.
         """
+        ledger.check_tool_call()  # before asking anyone: a call the budget refuses is not put to a person
         refused = await approval_gate.check(self.node, name, args)
         await self.hooks.fire("on_tool_start", name, args)
         result = refused or await self.tool_runner(self.node, name, args)

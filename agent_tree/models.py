@@ -66,3 +66,5 @@ class SupervisorResult(_Strict):
     token_usage: int = 0
     reason: str | None = None
     """Why the run stopped when a limit stopped it (``BudgetExceeded``, ``DeadlineExceeded``), else None."""
+    usage: dict[str, Any] | None = None
+    """What the run used against its budgets: ``{turns, toolCalls, tokens, costUSD}`` (the run's ledger)."""

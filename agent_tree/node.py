@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent_tree import ledger
 from agent_tree.calls import error_message, maybe_await
 from agent_tree.context import RunContext
 from agent_tree.models import HandoffResult, ToolResult
@@ -115,6 +116,7 @@ class AgentNode:
         node = self
 
         async def _agent_tool(input: str = "", **context: Any) -> dict[str, Any]:
+            ledger.check_turn()  # an agent called as a tool takes a turn of the run's budget
             result = await run_turn(node, input, context)
             return result.model_dump(mode="json")
 

@@ -12,13 +12,13 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from agent_tree import approval_gate, usage
+from agent_tree import approval_gate, ledger, policy, usage
 from agent_tree.calls import error_message, maybe_await
 from agent_tree.context import ToolRunner
 from agent_tree.hooks import OrchestratorHooks
 from agent_tree.models import SupervisorResult
 from agent_tree.tree import AgentTree
-from agent_tree.turns import MIN_TURN_SECONDS, clock, finish_result, supervise
+from agent_tree.turns import MIN_TURN_SECONDS, budget_finish, clock, finish_result, supervise
 
 __all__ = [
     "Planner",
@@ -81,8 +81,11 @@ class SupervisorOrchestrator:
             and may set ``{"route": [...]}`` to choose the order children are tried in.
         timeout_seconds: an AgentRun's ``timeoutSeconds``: no turn starts after it, a running turn is
             stopped, and the run fails with ``policy.TIMED_OUT`` (None: no deadline).
-        budgets: an AgentRun's ``spec.budgets`` (``{"maxTokens": .., "maxToolCalls": ..}``); a turn that
-            takes the run above one fails the run unless that turn answered (``policy.over_budget``).
+        budgets: the run's budgets (``spec.budgets`` over the tree's, camelCase keys: maxTurns,
+            maxToolCalls, maxTokens, maxCostUSD, onExhausted), counted in ONE ledger across nested
+            supervisors and agents called as tools and checked before each turn, tool call and model
+            call; the run fails with reason ``BudgetExceeded`` when one is exhausted (``pause`` too:
+            an embedded run has nobody to raise it).
         approve: ``async (request: ApprovalRequest) -> decision``, asked before each call of a tool that
             requires approval (``approval`` in its spec, ``Tool.approval``); returns an ApprovalDecision,
             ``{"decision": "approve"|"reject", "reason": ...}``, ``"approve"``/``"reject"`` or a bool. It
@@ -134,24 +137,32 @@ class SupervisorOrchestrator:
     async def _run(self, user_input: str, context: dict[str, Any] | None, deadline: float | None) -> SupervisorResult:
         root = self.tree.root
         await self.hooks.fire("on_node_start", root, user_input)
-        plan, calls = await plan_with_usage(self.planner, user_input, deadline)
-        if plan is not None:
-            await self.hooks.fire("on_reasoning_step", root.name, plan_thought(plan))
+        run_ledger = ledger.Ledger(self.budgets)
+        with ledger.using(run_ledger):
+            try:
+                plan, calls = await plan_with_usage(self.planner, user_input, deadline)
+            except ledger.BudgetStop as stop:  # the routing / planner model call did not fit
+                decision = budget_finish(None, stop.exhausted, run_ledger)
+                plan, calls, result = None, [], finish_result(policy.start([], 1), decision)
+            else:
+                if plan is not None:
+                    await self.hooks.fire("on_reasoning_step", root.name, plan_thought(plan))
+                result = await supervise(
+                    root,
+                    user_input,
+                    context,
+                    hooks=self.hooks,
+                    max_steps=self.max_steps,
+                    plan=plan,
+                    tool_runner=self.tool_runner,
+                    deadline=deadline,
+                    run_ledger=run_ledger,
+                )
         # The planner's (or the model supervisor's routing) model calls are the run's tokens too.
         planned = usage.total_tokens(calls)
-        result = await supervise(
-            root,
-            user_input,
-            context,
-            hooks=self.hooks,
-            max_steps=self.max_steps,
-            plan=plan,
-            tool_runner=self.tool_runner,
-            deadline=deadline,
-            budgets=self.budgets,
-            tokens=planned,
+        result = result.model_copy(
+            update={"token_usage": result.token_usage + planned, "usage": run_ledger.used.to_dict()}
         )
-        result = result.model_copy(update={"token_usage": result.token_usage + planned})
         await self.hooks.fire("on_node_end", root, result)
         return result
 

@@ -224,3 +224,183 @@ def deadline_reached(now: float, deadline: float | None, state: SupervisorState)
         return None
     last = state.handoffs[-1] if state.handoffs else {}
     return Finish("failed", TIMED_OUT, last.get("from_agent"), {}, DEADLINE_EXCEEDED)
+
+
+# --- budgets (issue 12): checked BEFORE each turn, tool call and model call ---------------------------
+
+BUDGET_FIELDS = ("maxTurns", "maxToolCalls", "maxTokens", "maxCostUSD")
+DEFAULT_RESERVED_TOKENS = 4096
+"""Completion tokens a model call reserves when its agent's ``model.maxTokens`` is unset."""
+BUDGET_EXHAUSTED = "BudgetExhausted"
+"""The condition reason of a run paused on a budget (``onExhausted: pause``)."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a run used so far, against its budgets (the ONE ledger of a run, both executors)."""
+
+    turns: int = 0
+    tool_calls: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+    def plus(self, other: Usage) -> Usage:
+        return Usage(
+            self.turns + other.turns,
+            self.tool_calls + other.tool_calls,
+            self.tokens + other.tokens,
+            round(self.cost_usd + other.cost_usd, 9),
+        )
+
+    def minus(self, other: Usage) -> Usage:
+        return Usage(
+            self.turns - other.turns,
+            self.tool_calls - other.tool_calls,
+            self.tokens - other.tokens,
+            round(self.cost_usd - other.cost_usd, 9),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The status shape: ``{turns, toolCalls, tokens, costUSD}``."""
+        return {"turns": self.turns, "toolCalls": self.tool_calls, "tokens": self.tokens, "costUSD": self.cost_usd}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Usage:
+        data = data or {}
+        return cls(
+            int(data.get("turns") or 0),
+            int(data.get("toolCalls") or 0),
+            int(data.get("tokens") or 0),
+            float(data.get("costUSD") or 0.0),
+        )
+
+
+@dataclass(frozen=True)
+class Exhausted:
+    """A budget that does not allow the next turn / tool call / model call."""
+
+    budget: str
+    """The field: ``maxTurns``, ``maxToolCalls``, ``maxTokens`` or ``maxCostUSD``."""
+    limit: float
+    used: float
+    needed: float
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "budget": self.budget,
+            "limit": self.limit,
+            "used": self.used,
+            "needed": self.needed,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Exhausted:
+        return cls(data["budget"], data["limit"], data["used"], data["needed"], data["message"])
+
+
+def effective_budgets(tree: Mapping[str, Any] | None, run: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A run's budgets: the AgentRun's ``spec.budgets`` over the AgentTree's ``budgets``, field by field."""
+    merged = {k: v for k, v in (tree or {}).items() if v is not None}
+    merged.update({k: v for k, v in (run or {}).items() if v is not None})
+    return merged
+
+
+def on_exhausted(budgets: Mapping[str, Any] | None) -> str:
+    """``fail`` (default) or ``pause``."""
+    return str((budgets or {}).get("onExhausted") or "fail")
+
+
+def reserved_tokens(model: Mapping[str, Any] | None) -> int:
+    """Tokens a model call reserves: its ``max_tokens`` (``model.maxTokens``, else the default)."""
+    return int((model or {}).get("maxTokens") or DEFAULT_RESERVED_TOKENS)
+
+
+def call_cost(model: Mapping[str, Any] | None, prompt_tokens: int, completion_tokens: int) -> float:
+    """USD of one model call at its ``model.pricing`` (0 without pricing)."""
+    pricing = (model or {}).get("pricing") or {}
+    cost = prompt_tokens * float(pricing.get("inputPerMillionTokens") or 0) + completion_tokens * float(
+        pricing.get("outputPerMillionTokens") or 0
+    )
+    return round(cost / 1_000_000, 9)
+
+
+def _exhausted(budget: str, limit: float, used: float, needed: float, what: str) -> Exhausted:
+    unit = {"maxTurns": "turns", "maxToolCalls": "tool calls", "maxTokens": "tokens", "maxCostUSD": "USD"}[budget]
+    shown_used = f"{used:.6f}".rstrip("0").rstrip(".") if budget == "maxCostUSD" else str(int(used))
+    message = f"budget exhausted: spec.budgets.{budget} is {limit:g}; the run used {shown_used} {unit}"
+    message += f" and {what} needs {needed:g} more" if needed else f", stopped before {what}"
+    return Exhausted(budget, limit, used, needed, message)
+
+
+def before_turn(used: Usage, budgets: Mapping[str, Any] | None) -> Exhausted | None:
+    """Before an agent turn (a routed child, a nested one, an agent called as a tool); also stops a
+    run whose tokens or cost are already above their budget (model calls reported after the fact)."""
+    budgets = budgets or {}
+    limit = budgets.get("maxTurns")
+    if limit and used.turns + 1 > limit:
+        return _exhausted("maxTurns", limit, used.turns, 1, "the next agent turn")
+    if budgets.get("maxTokens") and used.tokens > budgets["maxTokens"]:
+        return _exhausted("maxTokens", budgets["maxTokens"], used.tokens, 0, "the next agent turn")
+    if budgets.get("maxCostUSD") and used.cost_usd > budgets["maxCostUSD"]:
+        return _exhausted("maxCostUSD", budgets["maxCostUSD"], used.cost_usd, 0, "the next agent turn")
+    return None
+
+
+def before_tool_call(used: Usage, budgets: Mapping[str, Any] | None) -> Exhausted | None:
+    """Before a tool call."""
+    limit = (budgets or {}).get("maxToolCalls")
+    if limit and used.tool_calls + 1 > limit:
+        return _exhausted("maxToolCalls", limit, used.tool_calls, 1, "the next tool call")
+    return None
+
+
+def before_model_call(
+    used: Usage, budgets: Mapping[str, Any] | None, model: Mapping[str, Any] | None
+) -> Exhausted | None:
+    """Before a model call with ``model`` (a ModelSpec dict): its ``max_tokens`` is reserved, in tokens
+    and (at the output price) in USD. A call that does not fit is not made, so a run passes
+    ``maxTokens`` by at most the prompt tokens of the last call it made."""
+    budgets = budgets or {}
+    reserve = reserved_tokens(model)
+    limit = budgets.get("maxTokens")
+    if limit and used.tokens + reserve > limit:
+        return _exhausted("maxTokens", limit, used.tokens, reserve, "the next model call (its max_tokens)")
+    cost_limit = budgets.get("maxCostUSD")
+    if cost_limit:
+        cost = call_cost(model, 0, reserve)
+        if used.cost_usd + cost > cost_limit:
+            return _exhausted("maxCostUSD", cost_limit, used.cost_usd, cost, "the next model call (its max_tokens)")
+    return None
+
+
+def budget_stop(state: SupervisorState | None, exhausted: Exhausted) -> Finish:
+    """The run's end when a budget is exhausted and ``onExhausted`` is ``fail`` (or nobody can raise it)."""
+    last = state.handoffs[-1] if state is not None and state.handoffs else {}
+    return Finish("failed", exhausted.message, last.get("from_agent"), {}, BUDGET_EXCEEDED)
+
+
+def paused_message(exhausted: Exhausted, run: str | None = None) -> str:
+    """The ``paused`` progress message: which budget, and how to go on."""
+    target = run or "NAMESPACE/RUN"
+    flag = "--" + {"maxTurns": "max-turns", "maxToolCalls": "max-tool-calls", "maxTokens": "max-tokens"}.get(
+        exhausted.budget, "max-cost-usd"
+    )
+    return f"{exhausted.message}; the run is paused: raise it with `agent-tree budget {target} {flag} N`"
+
+
+def embedded_pause_note(exhausted: Exhausted) -> str:
+    """Embedded runs have nobody to raise a budget: ``pause`` ends them like ``fail``, saying so."""
+    return f"{exhausted.message} (onExhausted: pause applies to durable runs only; an embedded run fails)"
+
+
+def fits(exhausted: Exhausted, used: Usage, budgets: Mapping[str, Any] | None) -> bool:
+    """Whether ``budgets`` (raised since) now allow what ``exhausted`` refused."""
+    limit = (budgets or {}).get(exhausted.budget)
+    if not limit:
+        return True
+    now = {"maxTurns": used.turns, "maxToolCalls": used.tool_calls, "maxTokens": used.tokens}.get(
+        exhausted.budget, used.cost_usd
+    )
+    return now + exhausted.needed <= limit

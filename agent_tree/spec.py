@@ -52,6 +52,13 @@ class SecretKeyRef(_Model):
     key: str = Field(min_length=1, max_length=253)
 
 
+class Pricing(_Model):
+    """What a model costs, in USD per million tokens (``maxCostUSD`` budgets need it)."""
+
+    inputPerMillionTokens: float = Field(ge=0, description="USD per million prompt tokens.")
+    outputPerMillionTokens: float = Field(ge=0, description="USD per million completion tokens.")
+
+
 class ModelSpec(_Model):
     """An LLM behind an OpenAI-compatible Chat Completions endpoint."""
 
@@ -63,6 +70,24 @@ class ModelSpec(_Model):
     maxTokens: int | None = Field(default=None, ge=1, le=1_000_000)
     maxRepairs: int = Field(default=1, ge=0, le=5, description="Retries when the output misses outputSchema.")
     maxTurns: int = Field(default=8, ge=1, le=50, description="Model calls per agent turn (tool loops).")
+    pricing: Pricing | None = Field(
+        default=None, description="USD prices of this model, for spec.budgets.maxCostUSD (AgentRun and AgentTree)."
+    )
+
+
+class Budgets(_Model):
+    """What a run may use, counted across every agent of the run (nested supervisors and agents called
+    as tools included); see docs/run-control.md, "Budgets"."""
+
+    maxTurns: int | None = Field(default=None, ge=1, description="Agent turns (nested ones and agents as tools).")
+    maxToolCalls: int | None = Field(default=None, ge=1, description="Tool calls (agents called as tools included).")
+    maxTokens: int | None = Field(
+        default=None, ge=1, description="Tokens; each model call reserves its model.maxTokens before it is made."
+    )
+    maxCostUSD: float | None = Field(default=None, gt=0, description="USD, from the model agents' model.pricing.")
+    onExhausted: Literal["fail", "pause"] | None = Field(
+        default=None, description="fail (default): the run fails with reason BudgetExceeded; pause: it waits."
+    )
 
 
 class ApproversSpec(_Model):
@@ -274,6 +299,7 @@ class AgentTreeSpec(_Model):
     planner: str | None = Field(default=None, description="Entrypoint of an optional planner.")
     maxSteps: int = Field(default=10, ge=1, le=100)
     worker: WorkerSpec = Field(default_factory=WorkerSpec)
+    budgets: Budgets | None = Field(default=None, description="Default budgets of the tree's runs (per field).")
 
     _entry = field_validator("planner")(classmethod(lambda cls, v: _check_entrypoint(v)))
 
@@ -362,6 +388,8 @@ def tree_problems(spec: AgentTreeSpec) -> list[str]:
                 f"agents[{i}]: agent {agent.name!r} has no entrypoint, no model and no children; "
                 "set entrypoint: 'module:function' or model: {name: ...}"
             )
+    if spec.budgets is not None:
+        problems.extend(cost_problems(spec, spec.budgets.maxCostUSD, "budgets.maxCostUSD"))
     if problems:
         return problems
     cycle = _find_cycle(spec)
@@ -383,6 +411,18 @@ def tree_problems(spec: AgentTreeSpec) -> list[str]:
                 "add it to an agent's children (or use it as a tool), or remove it"
             )
     return problems
+
+
+def cost_problems(spec: AgentTreeSpec, max_cost: float | None, field: str) -> list[str]:
+    """A cost budget (``field``) needs every model agent's price: one problem per agent without one."""
+    if max_cost is None:
+        return []
+    return [
+        f"{field}: agent {agent.name!r} has no model.pricing (agents[{i}].model.pricing); set "
+        "pricing: {inputPerMillionTokens: ..., outputPerMillionTokens: ...} in USD, or remove maxCostUSD"
+        for i, agent in enumerate(spec.agents)
+        if agent.model is not None and agent.model.pricing is None
+    ]
 
 
 def _find_cycle(spec: AgentTreeSpec) -> list[str] | None:
@@ -410,11 +450,6 @@ def _find_cycle(spec: AgentTreeSpec) -> list[str] | None:
 
 class TreeRef(_Model):
     name: str = Field(pattern=RESOURCE_NAME_RE, max_length=253, description="AgentTree in the run's namespace.")
-
-
-class Budgets(_Model):
-    maxTokens: int | None = Field(default=None, ge=1)
-    maxToolCalls: int | None = Field(default=None, ge=1)
 
 
 FORK_RUN_MESSAGE = (
@@ -453,7 +488,7 @@ class ForkFrom(_Model):
 
 
 class AgentRunSpec(_Model):
-    """One execution of a tree. Immutable after creation."""
+    """One execution of a tree. Immutable after creation, except ``budgets``."""
 
     treeRef: TreeRef | None = Field(
         default=None, description="Required unless forkFrom is set (then: the source's tree)."
@@ -464,7 +499,9 @@ class AgentRunSpec(_Model):
     context: dict[str, Any] = Field(default_factory=dict)
     maxSteps: int | None = Field(default=None, ge=1, le=100)
     timeoutSeconds: int = Field(default=3600, ge=1, le=7 * 86400)
-    budgets: Budgets | None = None
+    budgets: Budgets | None = Field(
+        default=None, description="Limits of this run; unset fields come from the AgentTree's budgets."
+    )
     ttlSecondsAfterFinished: int | None = Field(default=None, ge=0)
     forkFrom: ForkFrom | None = None
 
@@ -516,6 +553,16 @@ class AgentTreeStatus(BaseModel):
     conditions: list[Condition] = Field(default_factory=list)
 
 
+class BudgetUsage(BaseModel):
+    """What a run used, against ``spec.budgets`` (set for runs with budgets)."""
+
+    model_config = ConfigDict(extra="ignore")
+    turns: int = 0
+    toolCalls: int = 0
+    tokens: int = 0
+    costUSD: float = 0.0
+
+
 class AgentRunStatus(BaseModel):
     model_config = ConfigDict(extra="ignore")
     phase: RunPhase | None = None
@@ -525,6 +572,7 @@ class AgentRunStatus(BaseModel):
     result: dict[str, Any] | None = None
     plan: dict[str, Any] | None = None
     tokenUsage: int | None = None
+    usage: BudgetUsage | None = Field(default=None, description="Usage against spec.budgets.")
     treeRevision: str | None = None
     workflowId: str | None = None
     startedAt: str | None = None

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
 
-from agent_tree import output_schema, policy, usage
+from agent_tree import ledger, output_schema, policy, usage
 from agent_tree.calls import error_message, maybe_await
 from agent_tree.context import Agent, RunContext, ToolRunner
 from agent_tree.hooks import OrchestratorHooks
@@ -145,53 +145,63 @@ async def supervise(
     plan: dict[str, Any] | None = None,
     tool_runner: ToolRunner | None = None,
     deadline: float | None = None,
-    budgets: Mapping[str, Any] | None = None,
-    tokens: int = 0,
+    run_ledger: ledger.Ledger | None = None,
 ) -> SupervisorResult:
     """Run the supervisor loop of ``node`` over its children.
 
     Args:
         deadline: a :data:`clock` time; no child turn starts after it, and a turn running at it is
             stopped (``policy.deadline_reached``).
-        budgets: an AgentRun's ``spec.budgets`` (camelCase keys), checked after each turn
-            (``policy.over_budget``) against the run's tool calls and tokens.
-        tokens: tokens the run used before this loop (the planner's), counted against ``budgets``.
+        run_ledger: the run's budget ledger, given to the ROOT's loop only: a budget exhausted anywhere
+            below (:class:`~agent_tree.ledger.BudgetStop`, before a turn, tool call or model call)
+            ends the run here with ``policy.budget_stop``. Nested loops count on the current ledger.
     """
     hooks = hooks or OrchestratorHooks()
     children = {child.name: child for child in node.children}
     state = policy.start(list(children), max_steps, context, plan)
-    tool_calls = 0
     while isinstance(decision := policy.decide(state), policy.Route):
         if stop := policy.deadline_reached(clock(), deadline, state):
             decision = stop
             break
         child = children[decision.agent]
-        await hooks.fire("on_node_start", child, user_input)
-        handoff = await _bounded_turn(
-            child,
-            run_turn(
+        try:
+            ledger.check_turn()
+            await hooks.fire("on_node_start", child, user_input)
+            handoff = await _bounded_turn(
                 child,
-                user_input,
-                decision.context,
-                hooks=hooks,
-                plan=state.plan,
-                step=decision.step,
-                tool_runner=tool_runner,
-                max_steps=max_steps,
-                deadline=deadline,
-            ),
-            deadline,
-        )
+                run_turn(
+                    child,
+                    user_input,
+                    decision.context,
+                    hooks=hooks,
+                    plan=state.plan,
+                    step=decision.step,
+                    tool_runner=tool_runner,
+                    max_steps=max_steps,
+                    deadline=deadline,
+                ),
+                deadline,
+            )
+        except ledger.BudgetStop as stop:
+            if run_ledger is None:
+                raise  # a nested loop: the root's loop ends the run
+            decision = budget_finish(state, stop.exhausted, run_ledger)
+            break
         handoff = handoff.model_copy(update={"to_agent": node.name})
         await hooks.fire("on_node_end", child, handoff)
         await hooks.fire("on_handoff", handoff)
         state = policy.observe(state, handoff)
-        tokens += handoff.traces.token_usage
-        tool_calls += len(handoff.traces.tool_calls)
-        if stop := policy.over_budget(state, tokens, tool_calls, budgets):
-            decision = stop
-            break
     return finish_result(state, decision)
+
+
+def budget_finish(
+    state: policy.SupervisorState | None, exhausted: policy.Exhausted, run_ledger: ledger.Ledger
+) -> policy.Finish:
+    """An embedded run stopped by a budget: it fails (``pause`` too: nobody could raise the budget)."""
+    stop = policy.budget_stop(state, exhausted)
+    if policy.on_exhausted(run_ledger.budgets) == "pause":
+        stop = replace(stop, answer=policy.embedded_pause_note(exhausted))
+    return stop
 
 
 async def _bounded_turn(child: Agent, turn: Any, deadline: float | None) -> HandoffResult:

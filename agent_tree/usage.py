@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
+from agent_tree import ledger
+
 UsageSink = Callable[[dict[str, Any]], Awaitable[None]]
 
 _sink: ContextVar[UsageSink | None] = ContextVar("agent_tree_model_usage_sink", default=None)
@@ -37,12 +39,16 @@ def usage_record(agent: str, usage: Mapping[str, Any] | None, model: str | None 
     }
 
 
-async def report_model_usage(agent: str, usage: Mapping[str, Any] | None, model: str | None = None) -> None:
+async def report_model_usage(
+    agent: str, usage: Mapping[str, Any] | None, model: str | None = None, *, spec: Mapping[str, Any] | None = None
+) -> None:
     """Report one model call (``usage`` as the Chat Completions ``usage`` object) to whoever listens.
 
     A planner entrypoint that calls a model calls this once per call, so its tokens count in the
-    run's ``token_usage`` and appear as ``model_usage`` steps. Without a listener it does nothing.
+    run's ``token_usage`` and budgets and appear as ``model_usage`` steps. ``spec``: the model's
+    ModelSpec (a dict) when known, for its ``pricing`` (``maxCostUSD``).
     """
+    ledger.count_model_call(spec, usage)
     sink = _sink.get()
     if sink is not None:
         await sink(usage_record(agent, usage, model))

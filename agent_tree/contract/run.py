@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_serializer
 
 from agent_tree.contract.control import ApprovalRequest, ForkSource
-from agent_tree.spec import MAX_INPUT_CHARS, AgentTreeSpec
+from agent_tree.spec import MAX_INPUT_CHARS, AgentTreeSpec, cost_problems
 
 RunStatus = Literal["completed", "failed", "max_steps_reached", "cancelled"]
 """How a durable run ended (the result's ``status``; ``agent_tree.models.RunStatus`` plus cancelled)."""
@@ -104,12 +104,15 @@ class RunResult(BaseModel):
     reason: str | None = None
     """Set when a limit of the policy stopped the run (``BudgetExceeded``, ``DeadlineExceeded``): the
     AgentRun's condition reason. Absent from the JSON while unset (results of older runs have none)."""
+    usage: dict[str, Any] | None = None
+    """What a run with budgets used: ``{turns, toolCalls, tokens, costUSD}`` (absent without budgets)."""
 
     @model_serializer(mode="wrap")
     def _without_unset_reason(self, handler: Any) -> dict[str, Any]:
         data = handler(self)
-        if data.get("reason") is None:
-            data.pop("reason", None)
+        for key in ("reason", "usage"):
+            if data.get(key) is None:
+                data.pop(key, None)
         return data
 
 
@@ -153,11 +156,11 @@ def run_input(
             f"spec.input: the input is {len(input)} characters; the limit is {MAX_INPUT_CHARS}. "
             "Put large documents somewhere the agents can fetch them and pass a reference"
         )
-    data = (
-        spec.model_dump(mode="json")
-        if isinstance(spec, AgentTreeSpec)
-        else AgentTreeSpec.model_validate(spec).model_dump(mode="json")
-    )
+    model = spec if isinstance(spec, AgentTreeSpec) else AgentTreeSpec.model_validate(spec)
+    data = model.model_dump(mode="json")
+    cost = (budgets or {}).get("maxCostUSD")
+    if problems := cost_problems(model, cost, "spec.budgets.maxCostUSD"):
+        raise RunInputError("; ".join(problems))
     return RunInput(
         namespace=namespace,
         tree=tree,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agent_tree import approval_gate, registry, usage
+from agent_tree import approval_gate, ledger, registry, usage
 from agent_tree.calls import error_message
 from agent_tree.context import RunContext
 from agent_tree.models import HandoffResult, ToolResult
@@ -32,16 +32,19 @@ def make_router(agent: AgentSpec, children: list[tuple[str, str]]) -> Callable[[
     """A planner (``async (user_input) -> plan``) that asks the supervisor's model which child to use."""
     agent_dict = agent.model_dump(mode="json")
     names = [name for name, _ in children]
+    model = agent.model.model_dump(mode="json") if agent.model else None
 
     async def route(user_input: str) -> dict[str, Any]:
         response = await call_model(agent, router_messages(agent_dict, user_input), router_tools(children))
-        await usage.report_model_usage(agent.name, response.get("usage"), response.get("model"))
+        await usage.report_model_usage(agent.name, response.get("usage"), response.get("model"), spec=model)
         return plan_from_response(names, response)
 
     return route
 
 
 async def _call_tool(ctx: RunContext, call: ToolCall) -> dict[str, Any]:
+    if call.error is None:
+        ledger.check_tool_call()  # before on_tool_start: a call the budget refuses did not start
     refused = None if call.error is not None else await approval_gate.check(ctx.node, call.name, dict(call.args))
     await ctx.hooks.fire("on_tool_start", call.name, call.args)
     if call.error is not None:
@@ -82,7 +85,9 @@ async def run_chat(agent: AgentSpec, ctx: RunContext) -> HandoffResult:
             seen = len(state.reasoning)
             state = observe_model(state, response)
             ctx.add_tokens(int((response.get("usage") or {}).get("total_tokens") or 0))
-            await usage.report_model_usage(agent.name, response.get("usage"), response.get("model"))
+            await usage.report_model_usage(
+                agent.name, response.get("usage"), response.get("model"), spec=agent.model.model_dump(mode="json")
+            )
             for thought in state.reasoning[seen:]:
                 await ctx.reason(thought)
             continue

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent_tree import registry
+from agent_tree import ledger, registry
 from agent_tree.spec import AgentSpec
 
 SECRETS_DIR_ENV = "AGENT_TREE_SECRETS_DIR"
@@ -132,6 +132,10 @@ async def call_model(
 ) -> dict[str, Any]:
     """One Chat Completions call; returns ``{"content", "tool_calls", "usage", "finish_reason", "model"}``."""
     assert agent.model is not None, f"agent {agent.name!r} has no model"
+    model = agent.model.model_dump(mode="json")
+    # The run's maxTokens / maxCostUSD, this call's max_tokens reserved; the caller reports what it
+    # used (usage.report_model_usage), which counts it in the run's ledger.
+    ledger.check_model_call(model)
     kwargs: dict[str, Any] = {"model": agent.model.name, "messages": messages}
     if tools:
         kwargs["tools"] = tools

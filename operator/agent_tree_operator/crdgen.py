@@ -89,6 +89,19 @@ def _rule(
     return out
 
 
+MUTABLE_RUN_FIELDS = ("budgets",)
+"""AgentRun spec fields that may change after creation (``agent-tree budget`` raises a running run's budgets)."""
+
+
+def _unchanged_except(model: type[BaseModel], mutable: tuple[str, ...]) -> str:
+    """CEL (a transition rule): every field of ``model`` but ``mutable`` keeps its value, set or unset."""
+    return " && ".join(
+        f"has(self.{name}) == has(oldSelf.{name}) && (!has(self.{name}) || self.{name} == oldSelf.{name})"
+        for name in model.model_fields
+        if name not in mutable
+    )
+
+
 _AUTOSCALE = AutoscaleSpec.model_fields
 _HAS_CHILDREN = "has(a.children)"
 
@@ -199,8 +212,8 @@ RULES: dict[str, list[dict[str, Any]]] = {
     ],
     "AgentRunSpec": [
         _rule(
-            "self == oldSelf",
-            "spec is immutable after creation; create a new AgentRun to run again",
+            _unchanged_except(AgentRunSpec, MUTABLE_RUN_FIELDS),
+            "spec is immutable after creation, except spec.budgets; create a new AgentRun to run again",
             reason="FieldValueForbidden",
         ),
         _rule(
@@ -298,6 +311,10 @@ def structural(
     ):
         if key in schema and key not in out:
             out[key] = schema[key]
+    for bound, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        # JSON Schema 2020-12 (Pydantic's gt/lt) gives the bound itself; OpenAPI v3 a flag beside it.
+        if isinstance(out.get(exclusive), int | float) and not isinstance(out[exclusive], bool):
+            out[bound], out[exclusive] = out[exclusive], True
     out.update(_annotations(schema, defaults))
     if kind == "array":
         out["items"] = structural(schema.get("items", {}), defs, None, defaults)

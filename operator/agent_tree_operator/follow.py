@@ -52,6 +52,7 @@ from agent_tree_operator.reconcile.runs import (
     LiveRun,
     RunObserved,
     check_tree,
+    cut,
     plan_run,
     plan_write,
 )
@@ -93,6 +94,8 @@ class RunFollower:
         self.started = False
         self.cancel_sent = False
         self.announced = 0  # handoffs already posted as Events (by an earlier operator process)
+        # spec.budgets as the workflow last got them (the run's input; None after a restart: send once)
+        self.sent_budgets: Any = self.spec.get("budgets")
 
     # --- entry ----------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -135,6 +138,7 @@ class RunFollower:
         else:
             metrics.RECONCILES.labels(KIND, "resumed").inc()
             self.started = True
+            self.sent_budgets = None  # they may have changed while no operator watched
             self.live.running(self.workflow_id, described.revision, None, self._started_at())
             self._track()
             # The stream is replayed from its start: do not announce again the handoffs an earlier
@@ -296,6 +300,7 @@ class RunFollower:
                     await self._retrying("cancel the workflow", lambda: self.ctx.temporal.cancel(self.workflow_id))
                     self._event(K8sEvent("Normal", plan.reason, plan.message))
                 await self._sync_approvals()
+                await self._send_budgets()
                 # one status write
                 await self._write()
                 if sub is not None and getter is None:
@@ -323,6 +328,18 @@ class RunFollower:
                     await outcome_task
             if sub is not None:
                 hub.unsubscribe(sub)
+
+    async def _send_budgets(self) -> None:
+        """``spec.budgets`` changed (``agent-tree budget``): hand them to the workflow (``set_budgets``)."""
+        budgets = plain(self.body.get("spec") or {}).get("budgets")
+        if budgets is None or budgets == self.sent_budgets or self.cancel_sent:
+            return
+        answer = await self._retrying(
+            "send the budgets", lambda: self.ctx.temporal.set_budgets(self.workflow_id, dict(budgets))
+        )
+        self.sent_budgets = budgets
+        if isinstance(answer, str):  # the workflow refused them: say why on the run
+            self._event(K8sEvent("Warning", "BudgetsNotApplied", cut(answer, 300) or ""))
 
     async def _poll_progress(self, handle: Any) -> None:
         """Redis away: ask the workflow itself where it is."""

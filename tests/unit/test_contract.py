@@ -48,7 +48,11 @@ SKIP = {"__pycache__", "build", ".venv"}
 HISTORY = ROOT / "tests" / "unit" / "histories" / "v1" / "invoice" / "00-AgentRunWorkflow.json"
 # The core CLI finds the worker's and the operator's subcommands by module name (console entry point
 # of the whole distribution); the core imports nothing of them otherwise.
-PLUGIN_NAMES = {("agent_tree/cli.py", "agent_tree_worker.cli"), ("agent_tree/cli.py", "agent_tree_operator.cli")}
+PLUGIN_NAMES = {
+    ("agent_tree/cli.py", "agent_tree_worker.cli"),
+    ("agent_tree/cli.py", "agent_tree_operator.cli"),
+    ("agent_tree/cli.py", "agent_tree_operator.commands.budget"),
+}
 
 
 def sources(*roots: Path) -> Iterator[Path]:

@@ -14,7 +14,7 @@ import yaml
 from agent_tree_operator import crdgen
 
 from agent_tree.cli import main
-from agent_tree.spec import RESOURCE_NAME_RE
+from agent_tree.spec import RESOURCE_NAME_RE, AgentRunSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -149,12 +149,13 @@ def test_cel_rules():
     assert rules(trees[".spec.agents[].tools[]"]) == ["has(self.entrypoint) != has(self.agent)"]
     assert "self.metadata.name.size() <= 63" in rules(schema(load("agenttrees.yaml")))
     runs = dict(walk(schema(load("agentruns.yaml"))))
-    assert rules(runs[".spec"]) == [
-        "self == oldSelf",
-        "has(self.treeRef) || has(self.forkFrom)",
-        "has(self.input) || has(self.forkFrom)",
-    ]
+    immutable, *fork_rules = rules(runs[".spec"])
+    assert fork_rules == ["has(self.treeRef) || has(self.forkFrom)", "has(self.input) || has(self.forkFrom)"]
     assert rules(runs[".spec.forkFrom"]) == [f"self.run.matches(r'{RESOURCE_NAME_RE}')"]  # raw: '\.' is no CEL escape
+    # Immutable except spec.budgets (agent-tree budget raises them): every other field, set or unset.
+    for name in AgentRunSpec.model_fields:
+        guarded = f"has(self.{name}) == has(oldSelf.{name})" in immutable
+        assert guarded == (name != "budgets"), name
     for rule in trees[".spec"]["x-kubernetes-validations"]:
         assert rule["message"].startswith("spec."), rule
 

@@ -67,6 +67,8 @@ class FakeTemporal:
         self.cancelled: list[str] = []
         self.result: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self.snapshot: dict | None = None
+        self.budgets_sent: list[dict] = []
+        self.budgets_answer: Any = "ok"
 
     async def describe(self, workflow_id):
         assert workflow_id == WID
@@ -85,6 +87,11 @@ class FakeTemporal:
 
     async def progress(self, handle):
         return self.snapshot
+
+    async def set_budgets(self, workflow_id, budgets):
+        assert workflow_id == WID
+        self.budgets_sent.append(budgets)
+        return self.budgets_answer
 
     async def cancel(self, workflow_id):
         self.cancelled.append(workflow_id)
@@ -403,3 +410,32 @@ async def test_a_run_shorter_than_the_interval_writes_running_then_final_and_not
     assert time.monotonic() - began < 1.0  # the final write did not wait for the 5 s interval
     assert [p["phase"] for p in ctx.kube.patches] == ["Running", "Succeeded"]
     assert ctx.kube.patches[0]["currentAgent"] == "sup"
+
+
+async def test_a_run_paused_on_a_budget_is_raised_through_set_budgets():
+    """budget_exhausted -> phase Paused (reason BudgetExhausted, kstatus InProgress, an Event); a change
+    of spec.budgets goes to the workflow as set_budgets (once per value); budgets_changed resumed ->
+    Running; the result's usage lands in status.usage."""
+    spec = {"treeRef": {"name": "invoice"}, "input": "q", "budgets": {"maxTokens": 10, "onExhausted": "pause"}}
+    ctx, body, _stopped, follower = make(interval_ms=10, spec=spec)
+    task = asyncio.create_task(follower.run())
+    await until(lambda: ctx.temporal.started and ctx.hub.subs, "the workflow start")
+    assert ctx.temporal.started[0][2].budgets == spec["budgets"]
+    usage = {"turns": 1, "toolCalls": 0, "tokens": 8, "costUSD": 0.0}
+    message = "budget exhausted: spec.budgets.maxTokens is 10; ...; the run is paused: raise it"
+    ctx.hub.push({"type": "budget_exhausted", "budget": "maxTokens", "message": message, "usage": usage})
+    await until(lambda: ctx.kube.status.get("phase") == "Paused", "the Paused phase")
+    status = ctx.kube.status
+    assert status["usage"] == usage and status["message"] == message
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Reconciling"]["status"] == "True" and conditions["Reconciling"]["reason"] == "BudgetExhausted"
+    assert conditions["Stalled"]["status"] == "False"
+    assert ctx.temporal.budgets_sent == []  # unchanged budgets are not sent
+    body["spec"] = {**spec, "budgets": {"maxTokens": 100, "onExhausted": "pause"}}
+    await until(lambda: ctx.temporal.budgets_sent, "the set_budgets update")
+    ctx.hub.push({"type": "budgets_changed", "budgets": body["spec"]["budgets"], "resumed": True})
+    await until(lambda: ctx.kube.status.get("phase") == "Running", "the Running phase again")
+    assert ctx.temporal.budgets_sent == [{"maxTokens": 100, "onExhausted": "pause"}]  # once
+    ctx.temporal.result.set_result(Outcome(result={**RESULT, "usage": {**usage, "tokens": 20}}))
+    await asyncio.wait_for(task, 5)
+    assert ctx.kube.status["phase"] == "Succeeded" and ctx.kube.status["usage"]["tokens"] == 20

@@ -121,9 +121,79 @@ def test_every_budget_of_the_agentrun_spec_is_enforced():
     """A budget added to spec.Budgets must be decided here too (else a run would silently ignore it)."""
     from agent_tree.spec import Budgets
 
-    for name in Budgets.model_fields:
-        reason = policy.budget_exceeded(2, 2, {name: 1})
-        assert reason is not None and f"budgets.{name} is 1" in reason, name
+    assert set(Budgets.model_fields) == {*policy.BUDGET_FIELDS, "onExhausted"}
+    used = policy.Usage(turns=2, tool_calls=2, tokens=2, cost_usd=2.0)
+    priced = {"maxTokens": 10, "pricing": {"inputPerMillionTokens": 1, "outputPerMillionTokens": 1}}
+    for name in policy.BUDGET_FIELDS:
+        stops = [
+            policy.before_turn(used, {name: 1}),
+            policy.before_tool_call(used, {name: 1}),
+            policy.before_model_call(used, {name: 1}, priced),
+        ]
+        assert any(s is not None and s.budget == name and f"spec.budgets.{name} is 1" in s.message for s in stops), name
+
+
+def test_max_turns_is_checked_before_each_turn():
+    assert policy.before_turn(policy.Usage(turns=2), {"maxTurns": 3}) is None
+    stop = policy.before_turn(policy.Usage(turns=3), {"maxTurns": 3})
+    assert stop == policy.Exhausted(
+        "maxTurns",
+        3,
+        3,
+        1,
+        "budget exhausted: spec.budgets.maxTurns is 3; the run used 3 turns and the next agent turn needs 1 more",
+    )
+    assert policy.before_tool_call(policy.Usage(turns=9), {"maxTurns": 3}) is None  # turns only gate turns
+
+
+def test_max_tool_calls_is_checked_before_each_tool_call():
+    assert policy.before_tool_call(policy.Usage(tool_calls=1), {"maxToolCalls": 2}) is None
+    stop = policy.before_tool_call(policy.Usage(tool_calls=2), {"maxToolCalls": 2})
+    assert stop is not None and stop.budget == "maxToolCalls" and "the run used 2 tool calls" in stop.message
+
+
+def test_max_tokens_reserves_the_calls_max_tokens():
+    """A call is made only when used + its max_tokens fits: the run passes maxTokens by at most the
+    prompt tokens of its last call."""
+    model = {"maxTokens": 100}
+    assert policy.before_model_call(policy.Usage(tokens=900), {"maxTokens": 1000}, model) is None
+    stop = policy.before_model_call(policy.Usage(tokens=901), {"maxTokens": 1000}, model)
+    assert stop is not None and stop.budget == "maxTokens" and stop.needed == 100
+    # Unset model.maxTokens reserves the documented default.
+    assert policy.reserved_tokens({}) == policy.DEFAULT_RESERVED_TOKENS == 4096
+    assert policy.before_model_call(policy.Usage(), {"maxTokens": 4095}, {}) is not None
+    # Tokens reported after the fact (a planner's own model call) stop the run before the next turn.
+    assert policy.before_turn(policy.Usage(tokens=1001), {"maxTokens": 1000}).budget == "maxTokens"
+    assert policy.before_turn(policy.Usage(tokens=1000), {"maxTokens": 1000}) is None
+
+
+def test_max_cost_reserves_max_tokens_at_the_output_price():
+    model = {"maxTokens": 1000, "pricing": {"inputPerMillionTokens": 1.0, "outputPerMillionTokens": 10.0}}
+    assert policy.call_cost(model, 1_000_000, 0) == 1.0
+    assert policy.call_cost(model, 0, 1000) == 0.01
+    assert policy.before_model_call(policy.Usage(cost_usd=0.09), {"maxCostUSD": 0.1}, model) is None
+    stop = policy.before_model_call(policy.Usage(cost_usd=0.0901), {"maxCostUSD": 0.1}, model)
+    assert stop is not None and stop.budget == "maxCostUSD" and "spec.budgets.maxCostUSD is 0.1" in stop.message
+    assert policy.before_turn(policy.Usage(cost_usd=0.2), {"maxCostUSD": 0.1}).budget == "maxCostUSD"
+
+
+def test_run_budgets_win_over_the_trees_field_by_field():
+    tree = {"maxTokens": 100, "maxToolCalls": 5, "onExhausted": "pause"}
+    assert policy.effective_budgets(tree, {"maxTokens": 50, "maxTurns": None}) == {
+        "maxTokens": 50,
+        "maxToolCalls": 5,
+        "onExhausted": "pause",
+    }
+    assert policy.on_exhausted({}) == "fail"
+
+
+def test_a_raised_budget_fits_what_was_refused():
+    stop = policy.before_model_call(policy.Usage(tokens=950), {"maxTokens": 1000}, {"maxTokens": 100})
+    assert not policy.fits(stop, policy.Usage(tokens=950), {"maxTokens": 1049})
+    assert policy.fits(stop, policy.Usage(tokens=950), {"maxTokens": 1050})
+    assert policy.fits(stop, policy.Usage(tokens=950), {})  # budget removed
+    message = policy.paused_message(stop, "ns/run")
+    assert "agent-tree budget ns/run --max-tokens N" in message and "spec.budgets.maxTokens is 1000" in message
 
 
 def test_over_budget_fails_the_run_only_when_it_would_route_again():

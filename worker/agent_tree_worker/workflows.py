@@ -21,7 +21,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, CancelledError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -31,6 +31,8 @@ with workflow.unsafe.imports_passed_through():
     from agent_tree.contract import (
         AGENT_END,
         AGENT_START,
+        BUDGET_EXHAUSTED,
+        BUDGETS_CHANGED,
         HANDOFF,
         MODEL_USAGE,
         PROGRESS_QUERY,
@@ -41,11 +43,20 @@ with workflow.unsafe.imports_passed_through():
         TURN_WORKFLOW,
         Progress,
     )
-    from agent_tree.contract.control import DECIDE_UPDATE, ApprovalDecision, DecisionAck
+    from agent_tree.contract.control import (
+        BUDGETS_UPDATE,
+        DECIDE_UPDATE,
+        ApprovalDecision,
+        BudgetsAck,
+        BudgetsChange,
+        DecisionAck,
+    )
+    from agent_tree.ledger import BudgetStop
     from agent_tree.providers import openai_chat as chat
     from agent_tree.spec import MAX_INPUT_CHARS, AgentTreeSpec
     from agent_tree_worker import inputs as t
     from agent_tree_worker.approvals import TOOL_APPROVALS, Approvals
+    from agent_tree_worker.budget_gate import BudgetGate
     from agent_tree_worker.metrics import REPAIR_FAILURES, REPAIRS
     from agent_tree_worker.python_approvals import NEEDS_APPROVAL, decision_entry
 
@@ -164,6 +175,7 @@ class Executor:
         rec: Recorder,
         queue: str | None = None,
         approvals: Approvals | None = None,
+        gate: BudgetGate | None = None,
     ) -> None:
         self.run_id = run_id
         # The task queue of the agent whose work this executor dispatches (None: this workflow's own):
@@ -180,6 +192,8 @@ class Executor:
         # The run's approval state (AgentRunWorkflow's, shared by every turn); None in engine v1's
         # child workflows, which never ask (their runs predate approvals).
         self.approvals = approvals
+        # The run's budget ledger, shared by every executor of the run (None: the run has no budgets).
+        self.gate = gate
 
     def remaining(self, floor: float = 1.0) -> timedelta:
         return timedelta(seconds=max(floor, self.deadline - workflow.now().timestamp()))
@@ -221,18 +235,25 @@ class Executor:
                 and workflow.patched(CONTINUE_AS_NEW)
             ):
                 raise _ContinueAsNew(state)
-            if progress is not None:
-                progress["current_agent"] = decision.agent
-            self.rec.emit(AGENT_START, decision.agent, agent=decision.agent, input=user_input)
-            handoff = await self.child_turn(
-                decision.agent,
-                user_input,
-                decision.context,
-                plan=state.plan,
-                step=decision.step,
-                max_steps=max_steps,
-                to_agent=node,
-            )
+            try:
+                if self.gate is not None:
+                    await self.gate.turn()
+                if progress is not None:
+                    progress["current_agent"] = decision.agent
+                self.rec.emit(AGENT_START, decision.agent, agent=decision.agent, input=user_input)
+                handoff = await self.child_turn(
+                    decision.agent,
+                    user_input,
+                    decision.context,
+                    plan=state.plan,
+                    step=decision.step,
+                    max_steps=max_steps,
+                    to_agent=node,
+                )
+            except BudgetStop as stop:
+                if continue_after is None:
+                    raise  # a nested supervisor: the root's loop ends the run
+                return state, policy.budget_stop(state, stop.exhausted)
             handoff = {**handoff, "to_agent": node}
             self.rec.emit(
                 AGENT_END, decision.agent, agent=decision.agent, status=handoff["status"], summary=handoff["summary"]
@@ -245,6 +266,7 @@ class Executor:
                 status=handoff["status"],
                 summary=handoff["summary"],
                 payload=handoff["payload"],
+                **({"usage": self.gate.used.to_dict()} if self.gate is not None else {}),
             )
             state = policy.observe(state, handoff)
             turns += 1
@@ -253,7 +275,9 @@ class Executor:
             self.tool_calls += len(traces.get("tool_calls") or [])
             if progress is not None:
                 progress.update(steps=state.steps, token_usage=self.tokens)
-            if (over := policy.over_budget(state, self.tokens, self.tool_calls, budgets)) is not None:
+            # Without a gate (a run started before the ledger), budgets are checked after each turn.
+            after = budgets if self.gate is None else None
+            if (over := policy.over_budget(state, self.tokens, self.tool_calls, after)) is not None:
                 return state, over
         return state, decision
 
@@ -324,6 +348,7 @@ class Executor:
             Recorder(turn.ord, turn.steps),
             queue=naming.task_queue(self.namespace, self.tree, turn.agent),
             approvals=self.approvals,
+            gate=self.gate,
         )
         handoff = await guarded_turn(sub, turn)
         self.rec.pending.extend(sub.rec.take())
@@ -334,11 +359,17 @@ class Executor:
     async def plan(self, user_input: str, agent: str | None) -> dict[str, Any] | None:
         """The tree's planner (entrypoint), or the routing answer of a model supervisor ``agent``;
         records the plan as a reasoning step of ``agent`` (or the root)."""
+        model = self.agents[agent].get("model") if agent else None
+        if self.gate is not None and model is not None:
+            await self.gate.model_call(model)  # a model supervisor's routing call
         planned = await self._plan(user_input, agent)
         if planned is not None:
             who = agent or self.spec["root"]
             self.rec.emit(REASONING, who, agent=who, thought=planned["thought"])
             calls = planned.get("usage") or []
+            if self.gate is not None:
+                for record in calls:
+                    self.gate.model_used(model, record)
             if calls and self.counting():
                 for record in calls:  # a step of the agent that planned (the root for spec.planner)
                     self.rec.emit(MODEL_USAGE, who, **{**record, "agent": who})
@@ -365,6 +396,24 @@ class Executor:
             return {"plan": plan, "thought": f"plan: {json.dumps(plan, ensure_ascii=False)}"}
 
     async def python_turn(self, turn: t.TurnInput) -> dict[str, Any]:
+        while True:
+            try:
+                handoff = await self._approved_python_turn(turn)
+            except ActivityError as exc:
+                cause = exc.cause
+                if not (isinstance(cause, ApplicationError) and cause.type == policy.BUDGET_EXHAUSTED and self.gate):
+                    raise
+                # A call inside the turn did not fit: count what the turn used, then stop or wait
+                # (paused: the turn runs again from its start once the budget is raised).
+                exhausted, used = cause.details
+                self.gate.add(policy.Usage.from_dict(used))
+                await self.gate.exhausted(policy.Exhausted.from_dict(exhausted))
+                continue
+            if self.gate is not None:
+                self.gate.add(policy.Usage.from_dict(handoff.pop(t.BUDGET_USED, None)))
+            return handoff
+
+    async def _approved_python_turn(self, turn: t.TurnInput) -> dict[str, Any]:
         """A Python agent's turn: one activity; in a tree with approvals, run again after each decision
         its calls need (see agent_tree_worker.python_approvals)."""
         if self.approvals is None or not approval_policy.tree_has_approvals(self.spec):
@@ -413,6 +462,7 @@ class Executor:
                     quiet=turn.as_tool,
                     steps=steps,
                     **extra,
+                    budget=self.gate.snapshot() if self.gate is not None else None,
                 ),
                 task_queue=self.queue,
                 start_to_close_timeout=self.remaining(),
@@ -428,6 +478,8 @@ class Executor:
         except ActivityError as exc:
             _unless_cancelled(exc)
             self.rec.give_back(steps)
+            if isinstance(exc.cause, ApplicationError) and exc.cause.type == policy.BUDGET_EXHAUSTED:
+                raise
             return _failed(turn.agent, turn.to_agent, f"the turn of agent {turn.agent!r} failed: {_cause(exc)}")
 
     async def chat(self, turn: t.TurnInput) -> dict[str, Any]:
@@ -439,6 +491,8 @@ class Executor:
             state = replace(state, agent_tools=())
         while not isinstance(action := chat.next_action(state), chat.Done):
             if isinstance(action, chat.CallModel):
+                if self.gate is not None:
+                    await self.gate.model_call(agent.get("model"))
                 steps = self.rec.take()
                 try:
                     response = await workflow.execute_activity(
@@ -460,6 +514,8 @@ class Executor:
                         turn.to_agent,
                         f"model call of agent {turn.agent!r} failed: {_cause(exc)}",
                     )
+                if self.gate is not None:
+                    self.gate.model_used(agent.get("model"), response.get("usage"))
                 seen, repairs = len(state.reasoning), state.repairs
                 state = chat.observe_model(state, response)
                 _count_output_checks(turn.agent, repairs, state)
@@ -496,6 +552,8 @@ class Executor:
                 self.rec.emit(TOOL_START, agent["name"], tool=call.name, args=call.args)
                 self.rec.emit(TOOL_END, agent["name"], tool=call.name, status="error", output=None, error=call.error)
             return result
+        if self.gate is not None:
+            await self.gate.tool_call()  # before asking anyone: a refused call is not put to a person
         approval = approval_policy.required(spec.get("approval")) if self.approvals is not None else None
         if approval is not None and workflow.patched(TOOL_APPROVALS):
             decision = await self.ask_approval(agent["name"], call.name, call.args, approval)
@@ -510,6 +568,8 @@ class Executor:
         if spec.get("agent"):
             if not quiet:
                 self.rec.emit(TOOL_START, agent["name"], tool=call.name, args=call.args)
+            if self.gate is not None:
+                await self.gate.turn()  # the agent called as a tool takes a turn
             args = dict(call.args)
             handoff = await self.child_turn(spec["agent"], str(args.pop("input", "")), args, as_tool=True)
             result = {"tool_name": call.name, "output": handoff, "status": "ok", "error": None, "duration_ms": None}
@@ -613,6 +673,9 @@ class AgentRunWorkflow:
             "plan": None,
         }
         self._approvals = Approvals(self._progress)
+        self._gate: BudgetGate | None = None
+        self._ex: Executor | None = None
+        self._tree_budgets: dict[str, Any] | None = None
 
     @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> Progress:
@@ -627,6 +690,29 @@ class AgentRunWorkflow:
     @decide.validator
     def _check_decision(self, decision: ApprovalDecision) -> None:
         self._approvals.validate(decision)
+
+    @workflow.update(name=BUDGETS_UPDATE)
+    async def set_budgets(self, change: BudgetsChange) -> BudgetsAck:
+        """The AgentRun's ``spec.budgets`` changed (the operator sends the whole value): re-check, and
+        resume a run paused on a budget when the new one allows it."""
+        gate, ex = self._gate, self._ex
+        assert gate is not None and ex is not None  # the validator refused otherwise
+        budgets = policy.effective_budgets(self._tree_budgets, change.budgets)
+        if budgets == gate.budgets:
+            return BudgetsAck(budgets=budgets, resumed=False)
+        resumed = gate.change(budgets)
+        ex.rec.emit(BUDGETS_CHANGED, None, budgets=budgets, resumed=resumed, usage=gate.used.to_dict())
+        return BudgetsAck(budgets=budgets, resumed=resumed)
+
+    @set_budgets.validator
+    def _check_budgets(self, change: BudgetsChange) -> None:
+        if self._gate is None:
+            raise ValueError(
+                "this run was started without budgets (spec.budgets and the AgentTree's budgets were unset), "
+                "so it does not count them; budgets cannot be added to it: start a new AgentRun with spec.budgets"
+            )
+        if self._progress.get("phase") in ("Succeeded", "Failed", "Cancelled"):
+            raise ValueError("the run has finished; its budgets can no longer change")
 
     @workflow.run
     async def run(self, inp: t.RunInput) -> dict[str, Any]:
@@ -650,6 +736,16 @@ class AgentRunWorkflow:
             self._progress.update(plan=resume.get("plan"), token_usage=ex.tokens)
         else:
             await self._start(ex, inp, root)
+        self._ex, self._tree_budgets = ex, inp.spec.get("budgets")
+        budgets = resume.get("budgets") or policy.effective_budgets(self._tree_budgets, inp.budgets)
+        ex.gate = self._gate = BudgetGate.for_run(
+            budgets,
+            progress=self._progress,
+            record=lambda data: self._record_budget(ex, data),
+            deadline=ex.deadline,
+            used=policy.Usage.from_dict(resume.get("usage")),
+            run=f"{inp.namespace}/{inp.name}",
+        )
         plan: dict[str, Any] | None = resume.get("plan")
         try:
             state, decision, plan = await self._run(ex, inp, root)
@@ -664,6 +760,8 @@ class AgentRunWorkflow:
             }
             if decision.reason is not None:  # a limit of the policy stopped the run
                 result["reason"] = decision.reason
+            if ex.gate is not None:
+                result["usage"] = ex.gate.used.to_dict()
         except _ContinueAsNew as go_on:
             carried = {
                 "deadline": ex.deadline,
@@ -676,6 +774,8 @@ class AgentRunWorkflow:
             }
             if self._approvals.decided:
                 carried["approvals"] = self._approvals.carry()
+            if ex.gate is not None:
+                carried.update(budgets=ex.gate.budgets, usage=ex.gate.used.to_dict())
             workflow.continue_as_new(inp.model_copy(update={"resume": carried}))
         except asyncio.CancelledError:
             result = self._result("cancelled", "the run was cancelled", ex, plan)
@@ -686,6 +786,13 @@ class AgentRunWorkflow:
             result = self._result("failed", f"internal error: {type(exc).__name__}: {exc}", ex, plan)
         await self._finish(ex, inp, root, result)
         return result
+
+    async def _record_budget(self, ex: Executor, exhausted: dict[str, Any] | None) -> None:
+        """Write the root's pending steps now (with a budget_exhausted step when ``exhausted``)."""
+        if exhausted is not None:
+            ex.rec.emit(BUDGET_EXHAUSTED, None, **exhausted)
+        if steps := ex.rec.take():
+            await ex.record_now(steps)
 
     async def _start(self, ex: Executor, inp: t.RunInput, root: str) -> None:
         run_id = ex.run_id
@@ -739,10 +846,14 @@ class AgentRunWorkflow:
         else:
             root_spec = ex.agents[root]
             plan = None
-            if inp.spec.get("planner"):
-                plan = await ex.plan(inp.input, None)
-            elif root_spec.get("model") and root_spec.get("children"):
-                plan = await ex.plan(inp.input, root)
+            try:
+                if inp.spec.get("planner"):
+                    plan = await ex.plan(inp.input, None)
+                elif root_spec.get("model") and root_spec.get("children"):
+                    plan = await ex.plan(inp.input, root)
+            except BudgetStop as stop:  # the routing call did not fit the budget
+                state = policy.SupervisorState(route=(), max_steps=max_steps)
+                return state, policy.budget_stop(None, stop.exhausted), None
             self._progress.update(plan=plan, token_usage=ex.tokens)
         state, decision = await ex.supervise(
             root,

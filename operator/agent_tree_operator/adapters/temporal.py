@@ -26,13 +26,21 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowUpdateFailedError,
 )
 from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError, TimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
 from agent_tree.contract import MEMO_REVISION, PROGRESS_QUERY, Progress, RunInput, RunResult
 from agent_tree.contract import temporal as contract
-from agent_tree.contract.control import ApprovalDecision, DecisionAck, DecisionError
+from agent_tree.contract.control import (
+    BUDGETS_UPDATE,
+    ApprovalDecision,
+    BudgetsAck,
+    BudgetsChange,
+    DecisionAck,
+    DecisionError,
+)
 from agent_tree.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -175,6 +183,20 @@ class Temporal:
         except RPCError as exc:
             if exc.status == RPCStatusCode.FAILED_PRECONDITION:
                 raise Undeliverable(f"run {workflow_id} cannot take a decision: {exc.message}") from exc
+            raise
+
+    async def set_budgets(self, workflow_id: str, budgets: dict[str, Any]) -> BudgetsAck | str:
+        """Send the run's ``spec.budgets`` (the ``set_budgets`` update, idempotent: a whole value); the
+        workflow's answer, or why it refused (e.g. a run started without budgets). Raises when Temporal
+        cannot be reached (the caller retries)."""
+        handle = await self.handle(workflow_id)
+        try:
+            return await handle.execute_update(BUDGETS_UPDATE, BudgetsChange(budgets=budgets), result_type=BudgetsAck)
+        except WorkflowUpdateFailedError as exc:
+            return str(exc.cause or exc)
+        except RPCError as exc:
+            if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                return f"the workflow is not running: {exc.message}"
             raise
 
     async def cancel(self, workflow_id: str) -> bool:

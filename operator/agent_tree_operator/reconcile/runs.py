@@ -20,8 +20,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent_tree import naming
-from agent_tree.contract import AGENT_START, APPROVAL_DECIDED, APPROVAL_REQUESTED, HANDOFF
+from agent_tree.contract import (
+    AGENT_START,
+    APPROVAL_DECIDED,
+    APPROVAL_REQUESTED,
+    BUDGET_EXHAUSTED,
+    BUDGETS_CHANGED,
+    HANDOFF,
+)
 from agent_tree.durations import format_duration
+from agent_tree.policy import BUDGET_EXHAUSTED as PAUSED_REASON
 from agent_tree_operator.reconcile.approvals import RunApprovals
 from agent_tree_operator.reconcile.conditions import (
     condition,
@@ -97,6 +105,7 @@ class LiveRun:
     started_at: str | None = None
     completed_at: str | None = None
     forked_from: dict[str, Any] | None = None  # status.forkedFrom: {run, step, workflowId}
+    usage: dict[str, Any] | None = None  # against spec.budgets: {turns, toolCalls, tokens, costUSD}
     handoffs: int = 0  # handoff events seen in this process (the stream may be replayed after a restart)
     last_stream_id: str = "0-0"
     seen: set[str] = field(default_factory=set)
@@ -123,6 +132,7 @@ class LiveRun:
             completed_at=status.get("completedAt"),
             approvals=RunApprovals.from_status(ref, status.get("approvals")),
             forked_from=status.get("forkedFrom"),
+            usage=status.get("usage"),
         )
 
     @property
@@ -153,6 +163,7 @@ class LiveRun:
         self.steps = _int(result.get("steps"), self.steps)
         self.token_usage = _int(result.get("token_usage", result.get("tokenUsage")), self.token_usage)
         self.current_agent = result.get("final_agent") or self.current_agent
+        self.usage = result.get("usage") if isinstance(result.get("usage"), Mapping) else self.usage
         self.completed_at = now
         self.started_at = self.started_at or now
         if self.phase == "Succeeded":
@@ -190,6 +201,16 @@ class LiveRun:
             target = event.get("to_agent") or "supervisor"
             message = f"{agent} -> {target} [{event.get('status')}]: {event.get('summary') or ''}"
             out.append(K8sEvent("Normal", "Handoff", cut(message, EVENT_MESSAGE_MAX) or ""))
+        elif kind == BUDGET_EXHAUSTED and not self.final:
+            self.phase, self.reason = "Paused", PAUSED_REASON
+            self.message = cut(str(event.get("message") or "a budget is exhausted"), EVENT_MESSAGE_MAX)
+            out.append(K8sEvent("Warning", PAUSED_REASON, self.message or ""))
+        elif kind == BUDGETS_CHANGED:
+            out.append(K8sEvent("Normal", "BudgetsChanged", cut(f"budgets now {event.get('budgets')}", 300) or ""))
+            if event.get("resumed") and self.phase == "Paused":
+                self.phase, self.reason, self.message = "Running", "Running", None
+        if isinstance(event.get("usage"), Mapping):
+            self.usage = dict(event["usage"])
         if isinstance(event.get("plan"), Mapping):
             self.plan = dict(event["plan"])
         for key in ("step", "steps"):
@@ -217,6 +238,14 @@ class LiveRun:
             self.plan = dict(snapshot["plan"])
         if "approvals" in snapshot:
             out += self.apply_approvals(snapshot.get("approvals"))
+        if snapshot.get("usage"):
+            self.usage = dict(snapshot["usage"])
+        paused = snapshot.get("paused")
+        if paused and self.phase != "Paused" and not self.final:
+            self.phase, self.reason, self.message = "Paused", PAUSED_REASON, cut(str(paused), EVENT_MESSAGE_MAX)
+            out.append(K8sEvent("Warning", PAUSED_REASON, self.message or ""))
+        elif not paused and self.phase == "Paused" and snapshot.get("phase") == "Running":
+            self.phase, self.reason, self.message = "Running", "Running", None
         return out
 
     def apply_approvals(self, pending: Any) -> list[K8sEvent]:
@@ -251,6 +280,7 @@ class LiveRun:
             "result": bounded(self.result, max_bytes),
             "plan": bounded(self.plan, max_bytes),
             "tokenUsage": self.token_usage,
+            "usage": self.usage,
             "treeRevision": self.tree_revision,
             "workflowId": self.workflow_id,
             "startedAt": self.started_at,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from agent_tree import RunContext
+from agent_tree import RunContext, usage
 
 
 def lookup(key: str = "") -> str:
@@ -13,8 +13,10 @@ def lookup(key: str = "") -> str:
 
 
 async def spender(ctx: RunContext):
-    """Uses 500 tokens and 2 tool calls, then fails (so the supervisor would try the next child)."""
+    """Uses 500 tokens (a model call it reports) and 2 tool calls, then fails (so the supervisor would
+    try the next child)."""
     ctx.add_tokens(500)
+    await usage.report_model_usage("spender", {"prompt_tokens": 400, "completion_tokens": 100, "total_tokens": 500})
     await ctx.call_tool("lookup", key="a")
     await ctx.call_tool("lookup", key="b")
     return ctx.failed("spender spent and gave up", {"spent": 500})
