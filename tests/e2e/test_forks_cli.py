@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
@@ -18,6 +19,7 @@ from platformlib import REPO, Platform, wait_for
 pytestmark = pytest.mark.e2e
 
 INVOICE = REPO / "examples" / "invoice"
+HERE = Path(__file__).resolve().parent  # worker pods import flaky_tools from here
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +124,67 @@ def test_fork_with_the_cli_also_after_the_source_was_deleted(platform: Platform,
         assert platform.kubectl("get", "agentrun", "fk-other-ns", "-n", ns).returncode != 0
         after = history(platform, f"{ns}/why-4821")
         assert after["steps"] == steps and after["run"]["status"] == before["run"]["status"]
+
+
+def calls(folder: Path, tool: str) -> int:
+    path = folder / f"calls-{tool}.log"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_retry_with_the_cli_reruns_the_failed_tool_and_succeeds(
+    platform: Platform, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    tmp_path.chmod(0o777)  # worker pods may run as another user
+    tree = {
+        "apiVersion": "agenttree.io/v1alpha1",
+        "kind": "AgentTree",
+        "metadata": {"name": "jobs"},
+        "spec": {
+            "root": "boss",
+            "worker": {
+                "replicas": 1,
+                "env": [{"name": "PYTHONPATH", "value": str(HERE)}, {"name": "FLAKY_DIR", "value": str(tmp_path)}],
+            },
+            "agents": [
+                {"name": "boss", "description": "Delegates.", "children": ["doer"]},
+                {
+                    "name": "doer",
+                    "description": "Does the job.",
+                    "entrypoint": "flaky_tools:careful",
+                    "tools": [
+                        {"name": "prepare", "entrypoint": "flaky_tools:prepare"},
+                        {"name": "flaky", "entrypoint": "flaky_tools:flaky"},
+                    ],
+                },
+            ],
+        },
+    }
+    run = {
+        "apiVersion": "agenttree.io/v1alpha1",
+        "kind": "AgentRun",
+        "metadata": {"name": "job"},
+        "spec": {"treeRef": {"name": "jobs"}, "input": "do job-1"},
+    }
+    with namespace(platform, operator, "fk") as ns:
+        ok(platform.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump_all([tree, run])))
+        source = final(platform, ns, "job")
+        assert source["status"]["phase"] == "Failed", source["status"]
+        assert (calls(tmp_path, "prepare"), calls(tmp_path, "flaky")) == (1, 1)
+        steps = history(platform, f"{ns}/job")["steps"]
+        failed = next(i for i, s in enumerate(steps, 1) if s["type"] == "tool_end" and s["data"]["status"] == "error")
+
+        made = agent_tree(platform, "retry", f"{ns}/job")
+        assert made.returncode == 0, made.stderr
+        name = made.stdout.strip()
+        assert name.startswith("job-retry-"), made.stdout
+        retried = final(platform, ns, name)
+        assert retried["status"]["phase"] == "Succeeded", retried["status"]
+        assert retried["status"]["forkedFrom"] == {
+            "run": "job",
+            "step": failed - 1,
+            "workflowId": source["status"]["workflowId"],
+        }
+        # prepare (before the failed step) came from the history; the flaky tool ran again, live.
+        assert (calls(tmp_path, "prepare"), calls(tmp_path, "flaky")) == (1, 2)
+        again = history(platform, f"{ns}/{name}")["steps"]
+        assert [s["ord"] for s in again if s["data"].get("reused")] == [s["ord"] for s in steps[: failed - 1]]
