@@ -824,3 +824,28 @@ def test_worker_security_context_schema_has_the_crds_fields() -> None:
     definitions = json.loads((CHART / "values.schema.json").read_text())["definitions"]
     assert set(definitions["podSecurityContext"]["properties"]) == set(PodSecurityContext.model_fields)
     assert set(definitions["securityContext"]["properties"]) == set(SecurityContext.model_fields)
+
+
+# --- approvals -------------------------------------------------------------------------------------------
+
+
+def test_approver_role_and_admission_policy(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path)
+    (role,) = [d for d in find(docs, "ClusterRole") if d["metadata"]["name"] == "agent-tree-approver"]
+    assert permissions(role["rules"]) == {
+        *(("agenttree.io", r, v) for r in ("agentruns", "agentapprovals") for v in ("get", "list", "watch")),
+        ("agenttree.io", "agentapprovals", "update"),
+        ("agenttree.io", "agentapprovals", "patch"),
+    }  # deciding only: no create or delete, nothing that changes a run
+    (vap,) = find(docs, "ValidatingAdmissionPolicy")
+    (binding,) = find(docs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == vap["metadata"]["name"] and binding["spec"]["validationActions"] == ["Deny"]
+    (rule,) = vap["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["agentapprovals"] and set(rule["operations"]) == {"CREATE", "UPDATE"}
+    checks = " ".join(v["expression"] for v in vap["spec"]["validations"])
+    assert "request.userInfo.username" in checks and "variables.approverGroups" in checks
+    off = render(helm, tmp_path, {"approvals": {"approverRole": False, "admissionPolicy": False}})
+    assert not find(off, "ValidatingAdmissionPolicy") and not find(off, "ValidatingAdmissionPolicyBinding")
+    assert not [d for d in find(off, "ClusterRole") if d["metadata"]["name"].endswith("-approver")]
+    no_rbac = render(helm, tmp_path, {"rbac": {"create": False}})
+    assert not [d for d in find(no_rbac, "ClusterRole") if d["metadata"]["name"].endswith("-approver")]

@@ -118,6 +118,8 @@ async def call(
         if exc.status == 0:
             host = kube.api.configuration.host
             raise ServiceUnavailable("the Kubernetes API", host, "--kubeconfig / KUBECONFIG", exc.message) from None
+        if exc.status == 403 and "ValidatingAdmissionPolicy" in exc.message:  # admission refuses with 403 too
+            raise Refused(f"refused by the API server: {exc.message}") from None
         if exc.status == 403:
             raise Refused(
                 f"no permission: {exc.message}\n  ({verb} {resource}.{naming.GROUP} in namespace {namespace} is "
@@ -147,6 +149,8 @@ async def list_approvals(kube: Kube, namespace: str, agentrun: Mapping[str, Any]
     try:
         listed = await kube.call("GET", path, query={"labelSelector": selector})
     except KubeError as exc:
+        if exc.status == 403 and "ValidatingAdmissionPolicy" in exc.message:  # admission refuses with 403 too
+            raise Refused(f"refused by the API server: {exc.message}") from None
         if exc.status == 403:
             raise Refused(
                 f"no permission: {exc.message}\n  (list {PLURAL}.{naming.GROUP} in namespace {namespace} is needed; "
