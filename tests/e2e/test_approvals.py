@@ -211,7 +211,7 @@ def cluster(
 # --- helpers --------------------------------------------------------------------------------------------
 
 
-def start_run(c: Cluster, name: str, case: str) -> None:
+def create_run(c: Cluster, name: str, case: str) -> None:
     run = {
         "apiVersion": "agenttree.io/v1alpha1",
         "kind": "AgentRun",
@@ -279,7 +279,7 @@ def test_approve_as_the_authenticated_user(cluster: Cluster, tmp_path: Path) -> 
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
-        start_run(c, "refund-ok", "ok")
+        create_run(c, "refund-ok", "ok")
         run = awaiting(c, "refund-ok")
         wait_for(lambda: "AwaitingApproval" in watch_log.read_text(), 30, "AwaitingApproval in kubectl get arun -w")
     finally:
@@ -350,7 +350,7 @@ def test_approve_as_the_authenticated_user(cluster: Cluster, tmp_path: Path) -> 
 
 def test_reject_reaches_the_model(cluster: Cluster) -> None:
     c = cluster
-    start_run(c, "refund-no", "no")
+    create_run(c, "refund-no", "no")
     awaiting(c, "refund-no")
     r = c.cli("alice", "approve", f"{c.ns}/refund-no", "a99")
     assert r.returncode == 1 and "has no approval 'a99'; pending: " in r.stderr and "issue_refund" in r.stderr
@@ -364,7 +364,7 @@ def test_reject_reaches_the_model(cluster: Cluster) -> None:
 
 def test_timeout_applies_on_timeout(cluster: Cluster) -> None:
     c = cluster
-    start_run(c, "refund-late", "late")
+    create_run(c, "refund-late", "late")
     run = awaiting(c, "refund-late")
     (pending,) = run["status"]["approvals"]
     assert pending["tool"] == "refund_small" and pending["expiresAt"]
@@ -381,7 +381,7 @@ def test_timeout_applies_on_timeout(cluster: Cluster) -> None:
 
 def test_worker_and_operator_killed_during_the_wait(cluster: Cluster) -> None:
     c = cluster
-    start_run(c, "refund-crash", "crash")
+    create_run(c, "refund-crash", "crash")
     run = awaiting(c, "refund-crash")
     (pending,) = run["status"]["approvals"]
     old = c.get("agentapproval", pending["approval"])

@@ -74,7 +74,7 @@ def test_a_requested_approval_makes_the_run_wait_and_says_how_to_decide():
             "id": "a-3-1",
             "agent": "refunds",
             "tool": "issue_refund",
-            "arguments": '{"invoice_id": "4821", "amount": 120}',
+            "arguments": '{"amount": 120, "invoice_id": "4821"}',  # sorted: stream and query agree
             "requestedAt": "2026-12-02T12:00:00Z",
             "expiresAt": "2026-12-02T13:00:00Z",
             "approval": naming.approval_name("refund-1", "a-3-1"),
@@ -139,6 +139,14 @@ def test_resumed_run_keeps_waiting_without_announcing_again():
     assert resumed.phase == "AwaitingApproval"  # no flap through Running after an operator restart
     assert resumed.apply_event(requested(), "1-0") == []  # the stream replayed from its start
     assert resumed.approvals.requests["a-3-1"].tool == "issue_refund"  # full request: can re-create the object
+
+
+def test_arguments_read_the_same_from_the_stream_and_the_query():
+    live = running_live()
+    live.apply_event(requested(arguments={"b": 1, "a": 2}), "1-0")
+    from_stream = status(live)["approvals"]
+    live.apply_progress({"approvals": [{**REQUEST, "arguments": {"a": 2, "b": 1}}]})
+    assert status(live)["approvals"] == from_stream
 
 
 def test_progress_query_list_replaces_the_pending_ones():

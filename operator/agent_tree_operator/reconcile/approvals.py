@@ -48,7 +48,12 @@ def arguments_text(arguments: Any, limit: int = ARGUMENTS_MAX_BYTES) -> str:
     """A call's arguments as JSON text of at most ``limit`` bytes (cut on a character boundary)."""
     if arguments is None:
         return ""
-    text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False, default=str)
+    # Sorted keys: the same call reads the same whether it came from the stream or the progress query.
+    text = (
+        arguments
+        if isinstance(arguments, str)
+        else json.dumps(arguments, ensure_ascii=False, sort_keys=True, default=str)
+    )
     raw = text.encode()
     if len(raw) <= limit:
         return text
