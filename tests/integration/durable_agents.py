@@ -102,7 +102,8 @@ async def stamper(ctx: RunContext) -> HandoffResult:
 
 async def spender(ctx: RunContext) -> HandoffResult:
     await ctx.call_tool("lookup", invoice_id="7")
-    ctx.add_tokens(500)
+    ctx.add_tokens(500)  # a model call it made itself, reported (its tokens count in the run's budgets)
+    await report_model_usage("spender", {"prompt_tokens": 400, "completion_tokens": 100, "total_tokens": 500})
     return ctx.failed("could not stamp")
 
 

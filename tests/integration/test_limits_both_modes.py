@@ -12,7 +12,7 @@ import pytest
 from durable_support import run_durable, tree_spec, unique
 from temporalio.client import Client
 
-from agent_tree import HandoffResult, RunContext, policy
+from agent_tree import HandoffResult, RunContext, policy, usage
 from agent_tree.compiler import compile_tree
 from agent_tree.models import SupervisorResult
 
@@ -30,6 +30,7 @@ async def spender(ctx: RunContext) -> HandoffResult:
     await ctx.call_tool("lookup", invoice_id="7")
     await ctx.call_tool("lookup", invoice_id="8")
     ctx.add_tokens(500)
+    await usage.report_model_usage("spender", {"total_tokens": 500})  # a model call it made, reported
     return ctx.failed("could not stamp", {"spent": 500})
 
 
@@ -68,15 +69,36 @@ def spec_of(first: str) -> Any:
 
 CASES = {
     "tokens": ("spender", {"budgets": {"maxTokens": 100}}),
+    "turns": ("spender", {"budgets": {"maxTurns": 2}}),
     "tool-calls": ("spender", {"budgets": {"maxToolCalls": 1}}),
     "within-budgets": ("spender", {"budgets": {"maxToolCalls": 2, "maxTokens": 500}}),
     "max-steps": ("spender", {"max_steps": 1}),
     "timeout": ("sleeper", {"timeout_seconds": 2}),
 }
-REASONS = {"tokens": "BudgetExceeded", "tool-calls": "BudgetExceeded", "timeout": "DeadlineExceeded"}
+REASONS = {
+    "tokens": "BudgetExceeded",
+    "turns": "BudgetExceeded",
+    "tool-calls": "BudgetExceeded",
+    "timeout": "DeadlineExceeded",
+}
+# A budget stops the run inside desk (the nested supervisor): the root saw no handoff yet.
+EXHAUSTED = "budget exhausted: spec.budgets."
 EXPECTED = {
-    "tokens": ("failed", "token budget exceeded: 500 tokens used, spec.budgets.maxTokens is 100", "desk"),
-    "tool-calls": ("failed", "tool call budget exceeded: 2 calls, spec.budgets.maxToolCalls is 1", "desk"),
+    "tokens": (
+        "failed",
+        f"{EXHAUSTED}maxTokens is 100; the run used 500 tokens, stopped before the next agent turn",
+        None,
+    ),
+    "turns": (
+        "failed",
+        f"{EXHAUSTED}maxTurns is 2; the run used 2 turns and the next agent turn needs 1 more",
+        None,
+    ),
+    "tool-calls": (
+        "failed",
+        f"{EXHAUSTED}maxToolCalls is 1; the run used 1 tool calls and the next tool call needs 1 more",
+        None,
+    ),
     "within-budgets": ("completed", "fallback answered", "fallback"),
     "max-steps": ("max_steps_reached", "stopped after max_steps=1 child turns without an ok handoff", "desk"),
     "timeout": ("failed", policy.TIMED_OUT, "desk"),
@@ -112,3 +134,5 @@ async def test_the_same_stop_durable_and_embedded(client: Client, database_url: 
     assert (local.steps, local.token_usage) == (durable["steps"], durable["token_usage"])
     # The same reason too (the AgentRun's condition reason): which limit stopped the run, if one did.
     assert local.reason == durable.get("reason") == REASONS.get(case)
+    if "budgets" in limits:  # the same usage against the budgets (turns, tool calls, tokens)
+        assert local.usage == durable["usage"]
