@@ -122,9 +122,9 @@ def ack(decision: ApprovalDecision, accepted: bool) -> DecisionAck:
     )
 
 
-def decided_step_data(decision: ApprovalDecision) -> dict[str, Any]:
-    """The ``approval_decided`` step's data: id, decision, decided_by, reason, decided_at."""
-    return decision.model_dump(mode="json")
+def decided_step_data(decision: ApprovalDecision, tool: str) -> dict[str, Any]:
+    """The ``approval_decided`` step's data: id, decision, decided_by, reason, decided_at, and the tool."""
+    return {**decision.model_dump(mode="json"), "tool": tool}
 
 
 def rejection_text(tool: str, decision: ApprovalDecision) -> str:

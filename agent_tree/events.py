@@ -13,6 +13,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from agent_tree.approvals import decided_step_data
 from agent_tree.contract import (
     AGENT_END,
     AGENT_START,
@@ -83,7 +84,7 @@ def event_hooks(sink: Sink) -> OrchestratorHooks:
         await sink({"type": APPROVAL_REQUESTED, **request.model_dump(mode="json")})
 
     async def approval_decided(request: Any, decision: Any) -> None:
-        await sink({"type": APPROVAL_DECIDED, "agent": request.agent, **decision.model_dump(mode="json")})
+        await sink({"type": APPROVAL_DECIDED, "agent": request.agent, **decided_step_data(decision, request.tool)})
 
     return OrchestratorHooks(
         node_start, node_end, handoff, tool_start, tool_end, reasoning, approval_requested, approval_decided

@@ -75,6 +75,8 @@ PLAN = "agent_tree.plan"
 PYTHON_TURN = "agent_tree.python_turn"
 MODEL_CALL = "agent_tree.model_call"
 TOOL_CALL = "agent_tree.tool_call"
+REUSE_DECISION = "agent_tree.reuse_decision"
+"""A fork's approval at or before its fork step: the source's decision (docs/run-control.md)."""
 
 __all__ = [
     "AGENT_END",
@@ -96,6 +98,7 @@ __all__ = [
     "REASONING",
     "RECORD_STEPS",
     "RESUME_FIELDS",
+    "REUSE_DECISION",
     "RUN_END",
     "RUN_STATUSES",
     "RUN_WORKFLOW",

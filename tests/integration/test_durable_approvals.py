@@ -24,7 +24,7 @@ from temporalio.client import Client
 from agent_tree import naming
 from agent_tree.compiler import compile_tree
 from agent_tree.contract import Progress, run_input
-from agent_tree.contract.control import ApprovalDecision, Decider
+from agent_tree.contract.control import ApprovalDecision, Decider, ForkSource, fork_point
 from agent_tree.contract.temporal import decide, run_progress, start_run
 
 pytestmark = pytest.mark.integration
@@ -261,3 +261,33 @@ async def test_embedded_and_durable_give_the_same_answer_for_the_same_decision(
     assert (durable["status"], durable["answer"]) == (embedded.status, embedded.answer)
     assert (durable["final_agent"], durable["payload"]) == (embedded.final_agent, embedded.payload)
     assert refunds_done() == (["4821 120"] * 2 if decision == "approve" else [])
+
+
+async def test_a_fork_past_the_approval_reuses_the_decision_and_asks_nobody(
+    client: Client, database_url: str, redis_url: str, store: HistoryStore, fake_openai: FakeOpenAI, test_dir: Path
+) -> None:
+    """Fork an approved run after its refund: the approval and the refund are the source's (nobody is
+    asked, the counting tool does not run again); the model's last call runs live."""
+    namespace = unique("apw-fork")
+    spec = llm_tree(fake_openai, "fork")
+    async with in_process_workers(client, queues(namespace, "desk", "refunds"), database_url, redis_url):
+        source = await start(client, namespace, spec, input="Refund invoice 4821")
+        [request] = (await pending(source)).approvals
+        await decide(client, source.id, ApprovalDecision(id=request.id, decision="approve", decided_by=ALICE))
+        assert (await asyncio.wait_for(source.result(), 60))["status"] == "completed"
+        steps = await store.steps(source.id)
+        step = next(
+            i for i, s in enumerate(steps, 1) if s["type"] == "tool_end" and s["data"]["tool"] == "issue_refund"
+        )
+        row = await store.get_run(source.id)
+        number, until = fork_point(steps, step, row["name"])
+        fork = ForkSource(workflow_id=source.id, name=row["name"], step=number, until_ord=until)
+        forked = await start(client, namespace, spec, input="Refund invoice 4821", fork=fork)
+        result = await asyncio.wait_for(forked.result(), 60)
+    assert result["status"] == "completed", result
+    assert result["answer"] == 'Refund outcome: {"invoice": "4821", "refunded": 120}'
+    assert refunds_done() == ["4821 120"]  # once, in the source
+    fork_steps = await store.steps(forked.id)
+    [decided] = [s for s in fork_steps if s["type"] == "approval_decided"]
+    assert decided["data"]["reused"] is True and decided["data"]["decided_by"]["username"] == "alice"
+    assert await audit_rows(store, forked.id) == []  # the decision was taken (and audited) in the source

@@ -158,7 +158,7 @@ class Run:
         for w in self.workers:
             await w.__aexit__(None, None, None)
 
-    async def waiting(self, seconds: float = 20) -> Progress:
+    async def waiting(self, seconds: float = 60) -> Progress:
         """The progress once an approval is pending (polled until ``seconds`` pass)."""
         assert self.handle is not None
         loop = asyncio.get_running_loop()
@@ -172,7 +172,7 @@ class Run:
 
     async def result(self) -> dict[str, Any]:
         assert self.handle is not None
-        return await asyncio.wait_for(self.handle.result(), 30)
+        return await asyncio.wait_for(self.handle.result(), 60)
 
 
 def markers(history: Any) -> str:

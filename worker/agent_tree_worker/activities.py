@@ -22,7 +22,7 @@ from temporalio.exceptions import ApplicationError
 
 from agent_tree import approval_gate, ledger, policy, registry, usage
 from agent_tree.compiler import CompiledTree, CompileError, compile_tree
-from agent_tree.contract import MODEL_USAGE, TOOL_END, TOOL_START
+from agent_tree.contract import APPROVAL_DECIDED, MODEL_USAGE, TOOL_END, TOOL_START
 from agent_tree.events import event_hooks
 from agent_tree.models import HandoffResult, ToolResult
 from agent_tree.node import AgentNode, error_message, maybe_await
@@ -173,6 +173,7 @@ class Activities:
             self.start_run,
             self.finish_run,
             self.record_steps,
+            self.reuse_decision,
             self.plan,
             self.python_turn,
             self.model_call,
@@ -232,10 +233,28 @@ class Activities:
     @activity.defn(name=t.RECORD_STEPS)
     async def record_steps(self, inp: t.StepsInput) -> None:
         await self.write(inp.run_id, inp.steps)
+        for step in inp.steps:  # a decision is a recorded call too: a fork of the run reuses it
+            if step["type"] == APPROVAL_DECIDED:
+                await self.forks.record(inp.run_id, step["ord"], "approval", step["data"])
         if self.store:
             for row in inp.audit or ():
                 key = f"{inp.run_id}:{row['key']}"
                 await self.store.audit(key, inp.run_id, row["actor"], row["action"], row.get("details") or {})
+
+    @activity.defn(name=t.REUSE_DECISION)
+    async def reuse_decision(self, inp: t.ReuseDecisionInput) -> dict[str, Any] | None:
+        """A fork's approval at or before its fork step: the source's decision at the same ord."""
+        done, recorded = await self.forks.reuse(inp.run_id, inp.ord, "approval", inp.tool)
+        if not done:
+            return None
+        if recorded.get("tool") != inp.tool:
+            raise ApplicationError(
+                f"fork: the source decided an approval of tool {recorded.get('tool')!r} at step ord {inp.ord} where "
+                f"this run asks for {inp.tool!r}; fork from an earlier step",
+                type="ForkDiverged",
+                non_retryable=True,
+            )
+        return recorded
 
     # --- agents -------------------------------------------------------------------------------
 

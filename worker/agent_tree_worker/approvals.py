@@ -15,12 +15,13 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from agent_tree import approvals as policy
     from agent_tree.contract import APPROVAL_DECIDED, APPROVAL_REQUESTED
-    from agent_tree.contract.control import TIMEOUT_DECIDER, ApprovalDecision, ApprovalRequest, DecisionAck
+    from agent_tree.contract.control import TIMEOUT_DECIDER, ApprovalDecision, ApprovalRequest, DecisionAck, reused
     from agent_tree_worker import inputs as t
 
 TOOL_APPROVALS = "tool-approvals"
@@ -32,6 +33,7 @@ class Recording(Protocol):
     """What the wait needs of the workflow's executor (``workflows.Executor``)."""
 
     deadline: float
+    run_id: str
 
     async def record_now(self, steps: list[t.Step], audit: list[dict[str, Any]] | None = None) -> None: ...
 
@@ -53,6 +55,8 @@ class Approvals:
         self.progress = progress
         self.pending: dict[str, ApprovalRequest] = {}
         self.decided: dict[str, ApprovalDecision] = {}
+        # A retried or forked run: approvals at or before this ord take the source's decision.
+        self.fork_until: list[int] | None = None
 
     # --- the decide Update ------------------------------------------------------------------------
 
@@ -121,11 +125,17 @@ class Approvals:
         now = workflow.now()
         remaining = ex.deadline - now.timestamp()
         request = policy.make_request(policy.request_id(ords[0]), agent, tool, args, approval, now, remaining)
+        asked = _step(APPROVAL_REQUESTED, agent, ords[0], request.model_dump(mode="json"))
+        if self.fork_until is not None and reused(ords[1], self.fork_until):
+            source = await self._source_decision(ex, ords[1], tool)
+            if source is not None:  # decided in the source run (its audit row is there): no one is asked
+                self.decided.setdefault(request.id, source)
+                decided = _step(APPROVAL_DECIDED, agent, ords[1], policy.decided_step_data(source, tool))
+                await ex.record_now([*pending_steps, asked, decided])
+                return source
         self.pending[request.id] = request
         self._show()
-        await ex.record_now(
-            [*pending_steps, _step(APPROVAL_REQUESTED, agent, ords[0], request.model_dump(mode="json"))]
-        )
+        await ex.record_now([*pending_steps, asked])
         seconds, at_deadline = policy.wait_seconds(approval, ex.deadline - workflow.now().timestamp())
         if request.id not in self.decided and seconds > 0:
             try:
@@ -143,5 +153,19 @@ class Approvals:
             "action": "approval_decided",
             "details": policy.audit_details(request, decision),
         }
-        await ex.record_now([_step(APPROVAL_DECIDED, agent, ords[1], policy.decided_step_data(decision))], [audit])
+        decided = _step(APPROVAL_DECIDED, agent, ords[1], policy.decided_step_data(decision, tool))
+        await ex.record_now([decided], [audit])
         return decision
+
+    @staticmethod
+    async def _source_decision(ex: Recording, ord_: list[int], tool: str) -> ApprovalDecision | None:
+        """The decision the fork's source recorded at ``ord_`` (None: the worker keeps no history)."""
+        found = await workflow.execute_local_activity(
+            t.REUSE_DECISION,
+            t.ReuseDecisionInput(ex.run_id, ord_, tool),
+            start_to_close_timeout=timedelta(seconds=30),
+            schedule_to_close_timeout=timedelta(hours=1),
+            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=0.5), maximum_interval=timedelta(seconds=5)),
+            result_type=dict,
+        )
+        return None if found is None else ApprovalDecision.model_validate(found)

@@ -16,6 +16,7 @@ from agent_tree.contract import (
     PLAN,
     PYTHON_TURN,
     RECORD_STEPS,
+    REUSE_DECISION,
     START_RUN,
     TOOL_CALL,
     RunInput,
@@ -29,12 +30,14 @@ __all__ = [
     "PLAN",
     "PYTHON_TURN",
     "RECORD_STEPS",
+    "REUSE_DECISION",
     "START_RUN",
     "TOOL_CALL",
     "FinishRunInput",
     "ModelCallInput",
     "PlanInput",
     "PythonTurnInput",
+    "ReuseDecisionInput",
     "RunInput",
     "StartRunInput",
     "Step",
@@ -92,6 +95,13 @@ class StepsInput:
     # audit_log rows to write with the steps ({key, actor, action, details}; key unique in the run), e.g.
     # an approval's decision. Absent from older histories.
     audit: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class ReuseDecisionInput:
+    run_id: str
+    ord: list[int]  # the approval_decided step's ord: the decision's key in recorded_calls
+    tool: str
 
 
 @dataclass

@@ -730,6 +730,7 @@ class AgentRunWorkflow:
             approvals=self._approvals,
         )
         self._approvals.restore(resume.get("approvals"))
+        self._approvals.fork_until = list(inp.fork.until_ord) if inp.fork is not None else None
         self._progress.update(phase="Running", current_agent=root)
         if resume:  # continued as new: the run row exists, the plan was made; carry the counters on
             ex.rec.count, ex.tokens, ex.tool_calls = resume["count"], resume["tokens"], resume["tool_calls"]
