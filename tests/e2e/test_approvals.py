@@ -27,6 +27,8 @@ import pytest
 import yaml
 from operator_process import AGENT_TREE, OperatorProcess, apply_crds, namespace, ok, running
 from platformlib import REPO, Platform, built_tool, wait_for
+from test_helm import ARGO_RUN, argo_lua
+from test_kstatus import kstatus
 
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 from fake_openai import FakeOpenAI
@@ -290,8 +292,10 @@ def test_approve_as_the_authenticated_user(cluster: Cluster, tmp_path: Path) -> 
     assert pending["tool"] == "issue_refund" and pending["agent"] == "refunds"
     assert json.loads(pending["arguments"]) == {"invoice_id": "4821", "amount": 120}
     assert pending["requestedAt"] and status["waiting"] == "approval: issue_refund"
-    reconciling = next(x for x in status["conditions"] if x["type"] == "Reconciling")  # kstatus: InProgress
+    reconciling = next(x for x in status["conditions"] if x["type"] == "Reconciling")
     assert reconciling["status"] == "True" and reconciling["reason"] == "AwaitingApproval"
+    assert kstatus(built_tool("build-kstatus.sh"), run)["status"] == "InProgress"  # the real kstatus
+    assert argo_lua(ARGO_RUN / "health.lua", run)["status"] == "Suspended"  # Argo CD's health script
     assert f"agent-tree approve {c.ns}/refund-ok {pending['id']}" in reconciling["message"]
     assert "approval: issue_refund" in watch_log.read_text()  # the Waiting column
     approval = c.get("agentapproval", pending["approval"])
