@@ -238,3 +238,53 @@ def test_the_stop_messages_are_written_only_in_the_policy():
     assert "agent_tree/policy.py" in holders
     assert holders - {"agent_tree/policy.py"} - PENDING == set(), "call agent_tree.policy instead of copying its words"
     assert PENDING <= holders, f"{sorted(PENDING - holders)} now call the policy: remove them from PENDING"
+
+
+# --- budgets from the tree, cost pricing, pause embedded (issue 12 item 5) ----------------------
+
+
+def priced(tmp_path: Path, budgets: dict, pricing: bool) -> str:
+    tree = yaml.safe_load(TREE.read_text())
+    tree["spec"]["budgets"] = budgets
+    tree["spec"]["agents"].append(
+        {
+            "name": "llm",
+            "model": {
+                "name": "m",
+                **({"pricing": {"inputPerMillionTokens": 1, "outputPerMillionTokens": 2}} if pricing else {}),
+            },
+        }
+    )
+    tree["spec"]["agents"][0]["children"].append("llm")
+    path = tmp_path / "tree.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return str(path)
+
+
+def test_tree_budgets_are_the_runs_defaults_field_by_field(tmp_path, capsys):
+    tree = tmp_path / "tree.yaml"
+    doc = yaml.safe_load(TREE.read_text())
+    doc["spec"]["budgets"] = {"maxTokens": 100, "maxToolCalls": 1}
+    tree.write_text(yaml.safe_dump(doc))
+    # The run raises maxToolCalls; maxTokens comes from the tree and stops the run.
+    code, out = run_cli(capsys, "-f", str(tree), "-f", run_manifest(tmp_path, budgets={"maxToolCalls": 5}))
+    assert code == 1 and "spec.budgets.maxTokens is 100" in out["result"]["answer"]
+
+
+def test_a_cost_budget_needs_every_model_agents_pricing(tmp_path, capsys):
+    assert main(["validate", "-f", priced(tmp_path, {"maxCostUSD": 1.0}, pricing=False)]) == 1
+    err = capsys.readouterr().err
+    assert "budgets.maxCostUSD: agent 'llm' has no model.pricing (agents[4].model.pricing)" in err
+    assert main(["validate", "-f", priced(tmp_path, {"maxCostUSD": 1.0}, pricing=True)]) == 0
+    capsys.readouterr()
+    # The run's own maxCostUSD on a tree without pricing: refused, naming the run's field.
+    tree = priced(tmp_path, {}, pricing=False)
+    assert main(["run", "-f", tree, "-f", run_manifest(tmp_path, budgets={"maxCostUSD": 0.5})]) == 1
+    assert "spec.budgets.maxCostUSD: agent 'llm' has no model.pricing" in capsys.readouterr().err
+
+
+def test_an_embedded_run_treats_pause_as_fail_and_says_so(tmp_path, capsys):
+    run = run_manifest(tmp_path, budgets={"maxTokens": 100, "onExhausted": "pause"})
+    code, out = run_cli(capsys, "-f", str(TREE), "-f", run)
+    assert code == 1 and out["result"]["reason"] == "BudgetExceeded"
+    assert out["result"]["answer"].endswith("(onExhausted: pause applies to durable runs only; an embedded run fails)")
