@@ -24,7 +24,7 @@ from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from agent_tree import ledger, naming, policy
@@ -301,10 +301,18 @@ async def test_a_paused_budget_waits_for_set_budgets_and_resumes(env: WorkflowEn
         )
         assert ack.resumed is True and ack.budgets == {"maxToolCalls": 5}
         result = await asyncio.wait_for(handle.result(), 30)
+        history = await handle.fetch_history()
     finally:
         for w in ws:
             await w.__aexit__(None, None, None)
     assert (result["status"], result["final_agent"]) == ("completed", "answer"), result
+    # The history (the ledger's patch marker, the pause, both updates) replays on this code.
+    runner = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH))
+    replayer = Replayer(
+        workflows=[AgentRunWorkflow, AgentWorkflow], data_converter=DATA_CONVERTER, workflow_runner=runner
+    )
+    replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert replayed.replay_failure is None, replayed.replay_failure
     assert result["usage"]["toolCalls"] == 2
     changed = [s["data"] for s in mocks.steps if s["type"] == "budgets_changed"]
     assert [c["resumed"] for c in changed] == [False, True]
