@@ -52,6 +52,19 @@ class SecretKeyRef(_Model):
     key: str = Field(min_length=1, max_length=253)
 
 
+NEWER_FIELDS = ("approval", "pricing", "budgets")
+"""Fields added after runs and revisions existed (issue 12): left out of a dump while unset, so a spec
+that uses none of them dumps as before: its revision hash stays, and workers of the previous version
+(whose models forbid unknown fields) still accept the spec snapshotted into a run's input."""
+
+
+def _without_unset_newer_fields(data: dict[str, Any]) -> dict[str, Any]:
+    for key in NEWER_FIELDS:
+        if key in data and data[key] is None:
+            del data[key]
+    return data
+
+
 class Pricing(_Model):
     """What a model costs, in USD per million tokens (``maxCostUSD`` budgets need it)."""
 
@@ -73,6 +86,10 @@ class ModelSpec(_Model):
     pricing: Pricing | None = Field(
         default=None, description="USD prices of this model, for spec.budgets.maxCostUSD (AgentRun and AgentTree)."
     )
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        return _without_unset_newer_fields(handler(self))
 
 
 class Budgets(_Model):
@@ -129,13 +146,8 @@ class ToolSpec(_Model):
     _entry = field_validator("entrypoint")(classmethod(lambda cls, v: _check_entrypoint(v)))
 
     @model_serializer(mode="wrap")
-    def _without_unset_approval(self, handler: Any) -> dict[str, Any]:
-        # A tool without approval dumps as before the field existed: the tree's revision (a hash of the
-        # dumped spec) and the spec snapshotted into a run's input stay the same.
-        data = handler(self)
-        if data.get("approval") is None:
-            data.pop("approval", None)
-        return data
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        return _without_unset_newer_fields(handler(self))
 
     @model_validator(mode="after")
     def _one_target(self) -> ToolSpec:
@@ -302,6 +314,10 @@ class AgentTreeSpec(_Model):
     budgets: Budgets | None = Field(default=None, description="Default budgets of the tree's runs (per field).")
 
     _entry = field_validator("planner")(classmethod(lambda cls, v: _check_entrypoint(v)))
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        return _without_unset_newer_fields(handler(self))
 
     @model_validator(mode="after")
     def _semantics(self) -> AgentTreeSpec:

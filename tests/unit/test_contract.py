@@ -324,3 +324,28 @@ def test_the_names_in_committed_histories_are_the_contracts() -> None:
     text = HISTORY.read_text()
     for name in (contract.RUN_WORKFLOW, contract.START_RUN, contract.FINISH_RUN):
         assert f'"{name}"' in text
+
+
+def test_a_spec_without_the_newer_fields_dumps_as_before_they_existed() -> None:
+    """approval (tools), pricing (models) and budgets (tree) are left out while unset: the revision hash
+    of such a tree and the spec a run snapshots stay what workers of the previous version accept
+    (their models forbid unknown fields; tests/integration/test_upgrade.py runs them)."""
+    from agent_tree.spec import NEWER_FIELDS, AgentTreeSpec
+
+    plain = {
+        "root": "desk",
+        "agents": [
+            {"name": "desk", "children": ["billing"]},
+            {"name": "billing", "model": {"name": "m"}, "tools": [{"name": "lookup", "entrypoint": "m:lookup"}]},
+        ],
+    }
+    text = json.dumps(AgentTreeSpec.model_validate(plain).model_dump(mode="json"))
+    assert not [key for key in NEWER_FIELDS if f'"{key}"' in text], text
+    used = json.loads(json.dumps(plain))
+    used["budgets"] = {"maxTokens": 9}
+    used["agents"][1]["model"]["pricing"] = {"inputPerMillionTokens": 1, "outputPerMillionTokens": 2}
+    used["agents"][1]["tools"][0]["approval"] = {"required": True}
+    dumped = AgentTreeSpec.model_validate(used).model_dump(mode="json")
+    assert dumped["budgets"]["maxTokens"] == 9 and dumped["agents"][1]["tools"][0]["approval"]["required"] is True
+    assert dumped["agents"][1]["model"]["pricing"]["outputPerMillionTokens"] == 2
+    assert AgentTreeSpec.model_validate(dumped).model_dump(mode="json") == dumped  # round trip
