@@ -440,3 +440,13 @@ def test_only_waiting_reasons_that_need_a_fix_count():
     # A Deployment-level refusal wins over a pod's reason for the same agent.
     status = plan(observed=[*ALL_READY[:2], failing("invoice-specialist", 2, REFUSED), ALL_READY[3]], pods=[pulled])
     assert get(status.status["conditions"], "Degraded")["reason"] == "WorkersRefused"
+
+
+def test_a_cost_budget_without_pricing_is_a_degraded_condition_naming_the_field():
+    spec = invoice_spec()
+    spec["budgets"] = {"maxCostUSD": 1.0}
+    spec["agents"].append({"name": "llm", "model": {"name": "m"}})
+    spec["agents"][0].setdefault("children", []).append("llm")
+    degraded = get(plan(spec=spec).status["conditions"], "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "InvalidSpec"
+    assert "spec.budgets.maxCostUSD: agent 'llm' has no model.pricing (agents[4].model.pricing)" in degraded["message"]
