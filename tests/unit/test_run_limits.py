@@ -288,3 +288,12 @@ def test_an_embedded_run_treats_pause_as_fail_and_says_so(tmp_path, capsys):
     code, out = run_cli(capsys, "-f", str(TREE), "-f", run)
     assert code == 1 and out["result"]["reason"] == "BudgetExceeded"
     assert out["result"]["answer"].endswith("(onExhausted: pause applies to durable runs only; an embedded run fails)")
+
+
+def test_a_tree_without_budgets_or_pricing_dumps_as_before_they_existed():
+    """Its revision hash (and the spec older workers validate, extra fields forbidden) stays the same."""
+    from agent_tree.spec import AgentTreeSpec
+
+    plain = AgentTreeSpec.model_validate({"root": "a", "agents": [{"name": "a", "model": {"name": "m"}}]})
+    data = plain.model_dump(mode="json")
+    assert "budgets" not in data and "pricing" not in data["agents"][0]["model"]
