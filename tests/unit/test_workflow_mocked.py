@@ -271,7 +271,8 @@ async def test_a_short_run_never_continues_as_new(env: WorkflowEnvironment) -> N
 
 
 async def test_a_paused_budget_waits_for_set_budgets_and_resumes(env: WorkflowEnvironment) -> None:
-    """onExhausted: pause: the run waits (phase Paused, the budget_exhausted step written at once) until
+    """onExhausted: pause: the run waits (phase Paused, the budget_exhausted step written at once; its workers
+    replaced meanwhile: the new ones replay the history) until
     the set_budgets update raises the budget; then the refused turn runs and the run completes."""
     mocks = Mocks()
     fields = dict(
@@ -291,6 +292,12 @@ async def test_a_paused_budget_waits_for_set_budgets_and_resumes(env: WorkflowEn
         assert "agent-tree budget mocked/paused --max-tool-calls N" in progress.paused
         assert progress.usage == {"turns": 2, "toolCalls": 1, "tokens": 0, "costUSD": 0.0}
         assert [s["type"] for s in mocks.steps].count("budget_exhausted") == 1  # written while it waits
+        # Every worker stops while the run waits and new ones start: the wait is durable.
+        for w in ws:
+            await w.__aexit__(None, None, None)
+        ws = workers(env.client, mocks, ["desk", "intake", "answer"])
+        for w in ws:
+            await w.__aenter__()
         # Raising another budget does not resume it; raising the exhausted one does.
         ack = await handle.execute_update(
             BUDGETS_UPDATE, BudgetsChange(budgets={"maxTokens": 10**6, "maxToolCalls": 1}), result_type=BudgetsAck
