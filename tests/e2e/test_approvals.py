@@ -343,6 +343,9 @@ def test_approve_as_the_authenticated_user(cluster: Cluster, tmp_path: Path) -> 
     assert r.returncode == 0 and f"already approved by {c.user('alice')}" in r.stdout, r.stdout + r.stderr
     r = c.cli("alice", "reject", f"{c.ns}/refund-ok", pending["id"])
     assert r.returncode == 1 and "already approved by" in r.stderr and "never changes" in r.stderr, r.stderr
+    flip = {"spec": {"decision": "reject", "decidedBy": {"username": c.user("alice")}}}
+    r = c.kubectl_as("alice", "patch", "agentapproval", pending["approval"], "--type=merge", "-p", json.dumps(flip))
+    assert r.returncode != 0 and "this approval was decided already (approve by" in r.stderr, r.stderr  # CRD rule
     r = c.cli("alice", "approve", f"{c.ns}/refund-ok", "a99")
     assert r.returncode == 1 and "is Succeeded and has no approval 'a99'" in r.stderr, r.stderr
     r = c.cli("alice", "approve", f"{c.ns}/refund-ok")
