@@ -37,14 +37,11 @@ import kopf
 from agent_tree import naming
 from agent_tree.contract import AGENT_START, RUN_END, RunInputError, run_input, spec_revision
 from agent_tree.spec import AgentTreeSpec
-from agent_tree_operator import metrics
-from agent_tree_operator.adapters.kube import KubeError
+from agent_tree_operator import approval_sync, metrics
 from agent_tree_operator.adapters.stream import Subscription, step_event
 from agent_tree_operator.adapters.temporal import Outcome
 from agent_tree_operator.handlers.context import OperatorContext
 from agent_tree_operator.reconcile import forks
-from agent_tree_operator.reconcile.approvals import PLURAL as APPROVALS
-from agent_tree_operator.reconcile.approvals import approval_manifest, decided_status
 from agent_tree_operator.reconcile.conditions import now_iso, parse_iso
 from agent_tree_operator.reconcile.runs import (
     Coalescer,
@@ -378,42 +375,10 @@ class RunFollower:
             self._track()
 
     async def _sync_approvals(self) -> None:
-        """Make the AgentApproval of every pending request, and record decisions the run took in theirs.
-
-        Best effort per pass: a failed call is tried again on the next pass (every second or so).
-        """
-        approvals = self.live.approvals
-        for approval_id, request in list(approvals.requests.items()):
-            if approval_id in self.ensured:
-                continue
-            manifest = approval_manifest(self.namespace, self.name, self.uid, request)
-            try:
-                await self.ctx.kube.create(APPROVALS, self.namespace, manifest)
-            except KubeError as exc:
-                self.logger.warning("cannot create AgentApproval %s: %s", manifest["metadata"]["name"], exc)
-                continue
-            self.ensured.add(approval_id)
-        for approval_id, data in list(approvals.decided.items()):
-            name = naming.approval_name(self.name, approval_id)
-            try:
-                await self.ctx.kube.patch_status(APPROVALS, self.namespace, name, decided_status(data))
-            except KubeError as exc:
-                self.logger.warning("cannot record the decision in AgentApproval %s: %s", name, exc)
-                continue
-            approvals.decided.pop(approval_id, None)
-        self.ctx.approvals.set(self.uid, len(approvals.pending))
+        await approval_sync.sync(self.ctx, self.namespace, self.name, self.uid, self.live, self.ensured, self.logger)
 
     async def _close_approvals(self) -> None:
-        """The run ended with approvals still pending: no decision can reach it any more; say so."""
-        for approval_id in list(self.live.approvals.pending):
-            name = naming.approval_name(self.name, approval_id)
-            status = {
-                "phase": "Undeliverable",
-                "message": f"the run ended ({self.live.phase}) before a decision; nothing waits for one any more",
-            }
-            with contextlib.suppress(KubeError):
-                await self.ctx.kube.patch_status(APPROVALS, self.namespace, name, status)
-        self.ctx.approvals.drop(self.uid)
+        await approval_sync.close(self.ctx, self.namespace, self.name, self.uid, self.live)
 
     def _track(self) -> None:
         """Tell the autoscaler where this run is (an agent with a run in progress is not idle)."""
