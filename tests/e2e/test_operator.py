@@ -280,7 +280,7 @@ def test_run_pending_until_its_tree_exists_then_succeeds_and_is_watchable(
     assert len(json.dumps(status)) < 8192  # a summary, not the history
 
     lines = watch_log.read_text().splitlines()
-    assert lines[0].split() == ["NAME", "TREE", "PHASE", "AGENT", "STEPS", "AGE", "DURATION"]
+    assert lines[0].split() == ["NAME", "TREE", "PHASE", "AGENT", "STEPS", "AGE", "DURATION", "WAITING"]
     rows = [line.split() for line in lines[1:] if line.startswith("why-4821")]
     phases = [row[2] for row in rows if len(row) > 2 and row[2] in ("Pending", "Running", "Succeeded")]
     firsts = list(dict.fromkeys(phases))
