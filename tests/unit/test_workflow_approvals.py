@@ -28,12 +28,12 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from test_workflow_mocked import TEMPORAL
 
 from agent_tree import naming
 from agent_tree.contract import Progress
 from agent_tree.contract.control import TIMEOUT_DECIDER, ApprovalDecision, Decider, DecisionError
 from agent_tree.contract.temporal import DATA_CONVERTER, decide, run_progress, start_run
-from tests.unit.test_workflow_mocked import TEMPORAL
 
 NS, TREE = "apw-mocked", "refunds"
 INTEGRATION = Path(__file__).resolve().parent.parent / "integration"
