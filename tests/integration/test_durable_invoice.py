@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_tree_worker.executor import AgentWorkflow
 from agent_tree_worker.main import PASSTHROUGH
 from agent_tree_worker.store import HistoryStore
 from agent_tree_worker.stream import StepStream
-from agent_tree_worker.workflows import AgentRunWorkflow, AgentWorkflow
+from agent_tree_worker.workflows import AgentRunWorkflow
 from durable_support import EXAMPLE, WorkerProcess, unique, worker_env
 from temporalio.client import Client
 from temporalio.worker import Replayer

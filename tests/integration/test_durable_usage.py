@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_tree_worker.dispatch import COUNT_NESTED_USAGE
+from agent_tree_worker.executor import AgentWorkflow
 from agent_tree_worker.main import PASSTHROUGH
 from agent_tree_worker.store import HistoryStore
-from agent_tree_worker.workflows import COUNT_NESTED_USAGE, AgentRunWorkflow, AgentWorkflow
+from agent_tree_worker.workflows import AgentRunWorkflow
 from durable_support import API_KEY, WorkerProcess, run_durable, run_embedded, tree_spec, unique, worker_env
 from fake_openai import USAGE_TREE_TOTAL, FakeOpenAI, script_usage_tree, usage_tree
 from temporalio.client import Client

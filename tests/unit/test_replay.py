@@ -16,10 +16,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from agent_tree_worker import approvals, workflows
+from agent_tree_worker import approvals, executor
 from agent_tree_worker import inputs as t
+from agent_tree_worker.executor import AgentWorkflow
 from agent_tree_worker.main import PASSTHROUGH
-from agent_tree_worker.workflows import AgentRunWorkflow, AgentWorkflow
+from agent_tree_worker.workflows import AgentRunWorkflow
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
@@ -124,7 +125,7 @@ async def test_engine_v2_without_its_patch_would_break_v1_runs(scenario: str, mo
     replay on the new workers (nondeterminism) instead of ending on v1's path: the patch is load-bearing."""
     patched = workflow.patched
     monkeypatch.setattr(
-        workflow, "patched", lambda patch_id: True if patch_id == workflows.ONE_WORKFLOW_PER_RUN else patched(patch_id)
+        workflow, "patched", lambda patch_id: True if patch_id == executor.ONE_WORKFLOW_PER_RUN else patched(patch_id)
     )
     path = next(p for p in FILES if p.parent.parent.name == "v1" and p.parent.name == scenario and "AgentRun" in p.stem)
     result = await replayer(AgentRunWorkflow, AgentWorkflow).replay_workflow(load(path), raise_on_replay_failure=False)

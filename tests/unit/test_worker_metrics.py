@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from agent_tree_worker import metrics
-from agent_tree_worker.activities import execute_tool
 from agent_tree_worker.temporal_metrics import TemporalMetricsBridge, label_set, prometheus_name
+from agent_tree_worker.tool_runs import execute_tool
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.runtime import (

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from agent_tree_worker import inputs as t
 from agent_tree_worker.activities import budget_exhausted
+from agent_tree_worker.executor import AgentWorkflow
 from agent_tree_worker.main import PASSTHROUGH
-from agent_tree_worker.workflows import AgentRunWorkflow, AgentWorkflow
+from agent_tree_worker.workflows import AgentRunWorkflow
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowUpdateFailedError

@@ -7,13 +7,8 @@ Redis) as soon as the next activity of the run starts. Writes are idempotent, so
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import inspect
 import itertools
 import logging
-import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,10 +20,10 @@ from agent_tree.compiler import CompiledTree, CompileError, compile_tree
 from agent_tree.contract import APPROVAL_DECIDED, MODEL_USAGE, TOOL_END, TOOL_START
 from agent_tree.events import event_hooks
 from agent_tree.models import HandoffResult, ToolResult
-from agent_tree.node import AgentNode, error_message, maybe_await
+from agent_tree.node import AgentNode, error_message
 from agent_tree.orchestrator import plan_thought, plan_with_usage
 from agent_tree.providers import embedded, openai_client, replies, routing
-from agent_tree.spec import AgentSpec, AgentTreeSpec
+from agent_tree.spec import AgentTreeSpec
 from agent_tree.turns import run_turn
 from agent_tree_worker import inputs as t
 from agent_tree_worker import metrics, payloads
@@ -36,10 +31,10 @@ from agent_tree_worker.forks import Forks
 from agent_tree_worker.python_approvals import NEEDS_APPROVAL, DivergedTurn, DurableGate, NeedsApproval
 from agent_tree_worker.store import HistoryStore
 from agent_tree_worker.stream import StepStream
+from agent_tree_worker.tool_runs import execute_tool, find_node, heartbeating, tool_timeout
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_EVERY = 1.0
 NON_RETRYABLE_STATUS = {400, 401, 403, 404, 409, 422}
 
 
@@ -54,85 +49,6 @@ class RetryTurn(BaseException):
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
-
-
-@contextlib.asynccontextmanager
-async def heartbeating() -> AsyncIterator[None]:
-    """Heartbeat while the body runs, so a dead worker's activity is retried within the heartbeat timeout."""
-
-    async def beat() -> None:
-        while True:
-            activity.heartbeat()
-            await asyncio.sleep(HEARTBEAT_EVERY)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-def find_node(compiled: CompiledTree, name: str) -> AgentNode | None:
-    """The node ``name`` of a compiled tree, also when it is reachable only as another agent's tool."""
-    seen: set[int] = set()
-    stack = [compiled.tree.root]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if node.name == name:
-            return node
-        stack.extend(node.children)
-        stack.extend(tool.agent for tool in node.tools.values() if tool.agent is not None)
-    return None
-
-
-async def execute_tool(node: AgentNode, name: str, args: dict[str, Any], limit: float) -> ToolResult:
-    """Run a tool of ``node``: sync tools in a thread (heartbeats go on), bounded by ``limit`` seconds,
-    and a result that is not JSON becomes an error. Recorded in the tool metrics."""
-    began = time.perf_counter()
-    result = await _run_tool(node, name, args, limit)
-    metrics.record_tool(node.name, name, result.status, time.perf_counter() - began)
-    return result
-
-
-async def _run_tool(node: AgentNode, name: str, args: dict[str, Any], limit: float) -> ToolResult:
-    tool = node.tools.get(name)
-    started = time.perf_counter()
-    try:
-        if (
-            tool is not None
-            and tool.func is not None
-            and tool.agent is None
-            and not inspect.iscoroutinefunction(tool.func)
-        ):
-            output = await maybe_await(await asyncio.wait_for(asyncio.to_thread(tool.func, **args), limit))
-            result = ToolResult(tool_name=name, output=output, duration_ms=(time.perf_counter() - started) * 1000)
-        else:
-            result = await asyncio.wait_for(node.run_tool(name, **args), limit)
-    except TimeoutError:
-        return ToolResult(
-            tool_name=name,
-            status="error",
-            error=f"tool {name!r} timed out after {limit:g}s",
-            duration_ms=(time.perf_counter() - started) * 1000,
-        )
-    except Exception as exc:
-        return ToolResult(
-            tool_name=name, status="error", error=error_message(exc), duration_ms=(time.perf_counter() - started) * 1000
-        )
-    reason = payloads.not_json_reason(result.output) if result.status == "ok" else None
-    if reason is not None:
-        return ToolResult(
-            tool_name=name,
-            status="error",
-            error=f"tool {name!r} returned a value that is not JSON: {reason}",
-            duration_ms=result.duration_ms,
-        )
-    return result
 
 
 def _failing_planner(message: str):
@@ -152,10 +68,6 @@ def budget_exhausted(stop: ledger.BudgetStop, used: policy.Usage) -> Application
         type=policy.BUDGET_EXHAUSTED,
         non_retryable=True,
     )
-
-
-def tool_timeout(agent: AgentSpec, name: str) -> float:
-    return float(next((x.timeoutSeconds for x in agent.tools if x.name == name), 60))
 
 
 class Activities:

@@ -30,7 +30,7 @@ records the marker, so runs that use no approval issue exactly the commands they
 
 
 class Recording(Protocol):
-    """What the wait needs of the workflow's executor (``workflows.Executor``)."""
+    """What the wait needs of the workflow's executor (``executor.Executor``)."""
 
     deadline: float
     run_id: str

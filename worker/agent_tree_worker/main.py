@@ -26,9 +26,10 @@ from agent_tree.contract.temporal import connect
 from agent_tree_worker import metrics
 from agent_tree_worker.activities import Activities
 from agent_tree_worker.config import WorkerConfig
+from agent_tree_worker.executor import AgentWorkflow
 from agent_tree_worker.store import HistoryStore
 from agent_tree_worker.stream import StepStream
-from agent_tree_worker.workflows import AgentRunWorkflow, AgentWorkflow
+from agent_tree_worker.workflows import AgentRunWorkflow
 
 log = logging.getLogger("agent_tree_worker")
 T = TypeVar("T")
