@@ -2,7 +2,10 @@
 
 These models are the single source of truth: the CRDs in ``crds/`` are generated from them, the
 operator parses custom resources with them, and ``agent-tree validate`` checks manifests with them.
-Every error names the field path (``spec.agents[2].children[0]``) and says how to fix it.
+Every error names the field path (``spec.agents[2].children[0]``) and says how to fix it. The
+AgentRun's models live in :mod:`agent_tree.spec_runs` and the worker settings in
+:mod:`agent_tree.spec_workers`; the names used widely (``AgentRunSpec``, ``AgentRunStatus``,
+``Budgets``, ``Condition``, ``WorkerSpec``, ``RESOURCE_NAME_RE``) are importable from here too.
 """
 
 from __future__ import annotations
@@ -23,12 +26,17 @@ from pydantic import (
 from agent_tree import output_schema
 from agent_tree.naming import API_VERSION
 from agent_tree.registry import ENTRYPOINT_RE
-from agent_tree.spec_approvals import RunApproval
+from agent_tree.spec_runs import (
+    RESOURCE_NAME_RE,
+    AgentRunSpec,
+    AgentRunStatus,
+    Budgets,
+    Condition,
+)
+from agent_tree.spec_workers import WorkerSpec
 
 AGENT_NAME_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 TOOL_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
-RESOURCE_NAME_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-MAX_INPUT_CHARS = 65536
 MAX_AGENTS = 50
 
 
@@ -92,21 +100,6 @@ class ModelSpec(_Model):
         return _without_unset_newer_fields(handler(self))
 
 
-class Budgets(_Model):
-    """What a run may use, counted across every agent of the run (nested supervisors and agents called
-    as tools included); see docs/run-control.md, "Budgets"."""
-
-    maxTurns: int | None = Field(default=None, ge=1, description="Agent turns (nested ones and agents as tools).")
-    maxToolCalls: int | None = Field(default=None, ge=1, description="Tool calls (agents called as tools included).")
-    maxTokens: int | None = Field(
-        default=None, ge=1, description="Tokens; each model call reserves its model.maxTokens before it is made."
-    )
-    maxCostUSD: float | None = Field(default=None, gt=0, description="USD, from the model agents' model.pricing.")
-    onExhausted: Literal["fail", "pause"] | None = Field(
-        default=None, description="fail (default): the run fails with reason BudgetExceeded; pause: it waits."
-    )
-
-
 class ApproversSpec(_Model):
     """Who may decide a tool call (empty lists: anyone the cluster's RBAC lets decide)."""
 
@@ -155,127 +148,6 @@ class ToolSpec(_Model):
             raise ValueError(
                 f"tool {self.name!r} needs exactly one of 'entrypoint' (a Python callable) or 'agent' (an agent as a tool)"
             )
-        return self
-
-
-class AutoscaleSpec(_Model):
-    """Backlog-driven scaling of an agent's workers by the operator."""
-
-    minReplicas: int = Field(default=0, ge=0, le=1000)
-    maxReplicas: int = Field(default=5, ge=1, le=1000)
-    targetBacklogPerReplica: int = Field(default=5, ge=1, le=100_000)
-    scaleDownDelaySeconds: int = Field(default=60, ge=0, le=86400)
-
-    @model_validator(mode="after")
-    def _bounds(self) -> AutoscaleSpec:
-        if self.minReplicas > self.maxReplicas:
-            raise ValueError(
-                f"minReplicas ({self.minReplicas}) is above maxReplicas ({self.maxReplicas}); lower min or raise max"
-            )
-        return self
-
-
-class EnvVar(_Model):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-    value: str | None = None
-    valueFrom: dict[str, Any] | None = None
-
-
-class ResourceRequirements(_Model):
-    requests: dict[str, str] = Field(default_factory=dict)
-    limits: dict[str, str] = Field(default_factory=dict)
-
-
-_ProfileType = Literal["RuntimeDefault", "Localhost", "Unconfined"]
-
-
-class SeccompProfile(_Model):
-    type: _ProfileType
-    localhostProfile: str | None = None
-
-
-class AppArmorProfile(_Model):
-    type: _ProfileType
-    localhostProfile: str | None = None
-
-
-class SELinuxOptions(_Model):
-    user: str | None = None
-    role: str | None = None
-    type: str | None = None
-    level: str | None = None
-
-
-class Capabilities(_Model):
-    add: list[str] | None = None
-    drop: list[str] | None = None
-
-
-class Sysctl(_Model):
-    name: str = Field(min_length=1)
-    value: str
-
-
-class PodSecurityContext(_Model):
-    """The worker pod's ``securityContext`` (Kubernetes PodSecurityContext; the fields workers use).
-
-    Each field set here replaces the same field of the operator's default (which passes Pod Security
-    ``restricted``); fields left out keep the default.
-    """
-
-    runAsNonRoot: bool | None = None
-    runAsUser: int | None = Field(default=None, ge=0, le=2147483647)
-    runAsGroup: int | None = Field(default=None, ge=0, le=2147483647)
-    fsGroup: int | None = Field(default=None, ge=0, le=2147483647)
-    fsGroupChangePolicy: Literal["Always", "OnRootMismatch"] | None = None
-    supplementalGroups: list[int] | None = None
-    seccompProfile: SeccompProfile | None = None
-    appArmorProfile: AppArmorProfile | None = None
-    seLinuxOptions: SELinuxOptions | None = None
-    sysctls: list[Sysctl] | None = None
-
-
-class SecurityContext(_Model):
-    """The worker container's ``securityContext`` (Kubernetes SecurityContext).
-
-    Each field set here replaces the same field of the operator's default; fields left out keep it.
-    """
-
-    allowPrivilegeEscalation: bool | None = None
-    privileged: bool | None = None
-    readOnlyRootFilesystem: bool | None = None
-    runAsNonRoot: bool | None = None
-    runAsUser: int | None = Field(default=None, ge=0, le=2147483647)
-    runAsGroup: int | None = Field(default=None, ge=0, le=2147483647)
-    capabilities: Capabilities | None = None
-    seccompProfile: SeccompProfile | None = None
-    appArmorProfile: AppArmorProfile | None = None
-    seLinuxOptions: SELinuxOptions | None = None
-    procMount: Literal["Default", "Unmasked"] | None = None
-
-
-class WorkerSpec(_Model):
-    """How an agent's worker pool runs. Fields left out fall back to the tree's ``spec.worker``."""
-
-    image: str | None = None
-    replicas: int | None = Field(default=None, ge=0, le=1000)
-    autoscale: AutoscaleSpec | None = None
-    externalScaling: bool = Field(
-        default=False, description="True when HPA or KEDA owns replicas: the operator never writes them."
-    )
-    resources: ResourceRequirements | None = None
-    env: list[EnvVar] = Field(default_factory=list)
-    podSecurityContext: PodSecurityContext | None = Field(
-        default=None, description="Fields of the worker pod's securityContext over the operator's default."
-    )
-    securityContext: SecurityContext | None = Field(
-        default=None, description="Fields of the worker container's securityContext over the operator's default."
-    )
-
-    @model_validator(mode="after")
-    def _one_scaler(self) -> WorkerSpec:
-        if self.replicas is not None and self.autoscale is not None:
-            raise ValueError("set either 'replicas' (fixed) or 'autoscale' (backlog-driven), not both")
         return self
 
 
@@ -464,93 +336,6 @@ def _find_cycle(spec: AgentTreeSpec) -> list[str] | None:
     return None
 
 
-class TreeRef(_Model):
-    name: str = Field(pattern=RESOURCE_NAME_RE, max_length=253, description="AgentTree in the run's namespace.")
-
-
-FORK_RUN_MESSAGE = (
-    "spec.forkFrom.run must be the name of an AgentRun in this run's namespace (not NAMESPACE/NAME: a run is "
-    "retried or forked in its own namespace); create this AgentRun in the source's namespace"
-)
-
-
-class ForkFrom(_Model):
-    """Retry or fork an earlier run of the same namespace, reusing its recorded steps 1..``step``."""
-
-    run: str = Field(
-        min_length=1,
-        max_length=253,
-        description="An AgentRun name in this run's namespace (its latest run in the history; it may be deleted).",
-    )
-    step: int | None = Field(
-        default=None,
-        ge=1,
-        description="Reuse the source's steps 1..step (as `agent-tree history` numbers them) and run live after; "
-        "unset: retry, reusing every step before the source's first failed one.",
-    )
-    input: str | None = Field(default=None, min_length=1, max_length=MAX_INPUT_CHARS)
-    context: dict[str, Any] | None = None
-    treeRevision: Literal["source", "current"] = Field(
-        default="source",
-        description="source: the source run's pinned tree spec (from the history); current: the AgentTree as it is now.",
-    )
-
-    @field_validator("run")
-    @classmethod
-    def _same_namespace(cls, value: str) -> str:
-        if not re.match(RESOURCE_NAME_RE, value):
-            raise ValueError(FORK_RUN_MESSAGE)
-        return value
-
-
-class AgentRunSpec(_Model):
-    """One execution of a tree. Immutable after creation, except ``budgets``."""
-
-    treeRef: TreeRef | None = Field(
-        default=None, description="Required unless forkFrom is set (then: the source's tree)."
-    )
-    input: str | None = Field(
-        default=None, min_length=1, max_length=MAX_INPUT_CHARS, description="Required unless forkFrom is set."
-    )
-    context: dict[str, Any] = Field(default_factory=dict)
-    maxSteps: int | None = Field(default=None, ge=1, le=100)
-    timeoutSeconds: int = Field(default=3600, ge=1, le=7 * 86400)
-    budgets: Budgets | None = Field(
-        default=None, description="Limits of this run; unset fields come from the AgentTree's budgets."
-    )
-    ttlSecondsAfterFinished: int | None = Field(default=None, ge=0)
-    forkFrom: ForkFrom | None = None
-
-    @model_validator(mode="after")
-    def _input_and_tree_or_fork(self) -> AgentRunSpec:
-        if self.forkFrom is None:
-            for name in ("treeRef", "input"):
-                if getattr(self, name) is None:
-                    raise ValueError(f"spec.{name} is required (unless spec.forkFrom names a run to retry or fork)")
-        return self
-
-
-class ForkedFrom(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    run: str
-    step: int
-    workflowId: str
-
-
-ConditionStatus = Literal["True", "False", "Unknown"]
-RunPhase = Literal["Pending", "Running", "AwaitingApproval", "Paused", "Succeeded", "Failed", "Cancelled"]
-
-
-class Condition(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    type: str
-    status: ConditionStatus
-    reason: str = ""
-    message: str = ""
-    lastTransitionTime: str | None = None
-    observedGeneration: int | None = None
-
-
 class AgentStatus(BaseModel):
     model_config = ConfigDict(extra="ignore")
     name: str
@@ -566,45 +351,6 @@ class AgentTreeStatus(BaseModel):
     revision: str | None = None
     ready: str | None = Field(default=None, description="Ready agents out of all, e.g. 3/4.")
     agents: list[AgentStatus] = Field(default_factory=list)
-    conditions: list[Condition] = Field(default_factory=list)
-
-
-class BudgetUsage(BaseModel):
-    """What a run used, against ``spec.budgets`` (set for runs with budgets)."""
-
-    model_config = ConfigDict(extra="ignore")
-    turns: int = 0
-    toolCalls: int = 0
-    tokens: int = 0
-    costUSD: float = 0.0
-
-
-class AgentRunStatus(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    phase: RunPhase | None = None
-    currentAgent: str | None = None
-    steps: int | None = None
-    answer: str | None = Field(default=None, description="Short answer (truncated); full result in history.")
-    result: dict[str, Any] | None = None
-    plan: dict[str, Any] | None = None
-    tokenUsage: int | None = None
-    usage: BudgetUsage | None = Field(default=None, description="Usage against spec.budgets.")
-    treeRevision: str | None = None
-    workflowId: str | None = None
-    startedAt: str | None = None
-    completedAt: str | None = None
-    duration: str | None = Field(
-        default=None, description="startedAt to completedAt, e.g. 1m32s; empty until the run finishes."
-    )
-    message: str | None = None
-    forkedFrom: ForkedFrom | None = Field(default=None, description="The run this one retried or forked.")
-    approvals: list[RunApproval] | None = Field(
-        default=None, description="Tool calls waiting for a decision now (phase AwaitingApproval while any is)."
-    )
-    waiting: str | None = Field(
-        default=None, description="What the run waits for, e.g. 'approval: issue_refund' (the Waiting column)."
-    )
-    observedGeneration: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
 
 

@@ -14,7 +14,8 @@ from typing import Any, Literal, get_args
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_serializer
 
 from agent_tree.contract.control import ApprovalRequest, ForkSource
-from agent_tree.spec import MAX_INPUT_CHARS, AgentTreeSpec, cost_problems
+from agent_tree.spec import AgentTreeSpec, cost_problems
+from agent_tree.spec_runs import MAX_INPUT_CHARS
 
 RunStatus = Literal["completed", "failed", "max_steps_reached", "cancelled"]
 """How a durable run ended (the result's ``status``; ``agent_tree.models.RunStatus`` plus cancelled)."""

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent_tree import naming
-from agent_tree.spec import AgentTreeSpec, AutoscaleSpec
+from agent_tree.spec import AgentTreeSpec
+from agent_tree.spec_workers import AutoscaleSpec
 from agent_tree_operator import metrics
 from agent_tree_operator.reconcile.autoscale import (
     Observation,

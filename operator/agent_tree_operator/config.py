@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from agent_tree import naming
 from agent_tree.settings import AUTO_PORT, Settings, SettingsError
-from agent_tree.spec import PodSecurityContext, ResourceRequirements, SecurityContext, format_errors
+from agent_tree.spec import format_errors
+from agent_tree.spec_workers import PodSecurityContext, ResourceRequirements, SecurityContext
 
 FIELD_MANAGER = "agent-tree-operator"
 AUTOSCALER_FIELD_MANAGER = "agent-tree-autoscaler"  # owns spec.replicas of autoscaled worker Deployments

@@ -1,7 +1,7 @@
 """Following one AgentRun from Pending to its final phase (the body of the per-run kopf daemon).
 
 Every pass has the tree path's shape: observe (the tree index, the run's annotations and age, the
-workflow, the progress stream) -> :func:`~agent_tree_operator.reconcile.runs.plan_run` (pure: wait,
+workflow, the progress stream) -> :func:`~agent_tree_operator.reconcile.run_plan.plan_run` (pure: wait,
 start, cancel, finish, follow) -> act -> ONE status write, decided by
 :func:`~agent_tree_operator.reconcile.runs.plan_write` (pure: the first write when the run starts, then
 at most one per ``AGENT_TREE_STATUS_INTERVAL_MS`` and only on change, and the final write at once).
@@ -43,14 +43,12 @@ from agent_tree_operator.adapters.temporal import Outcome
 from agent_tree_operator.handlers.context import OperatorContext
 from agent_tree_operator.reconcile import forks
 from agent_tree_operator.reconcile.conditions import now_iso, parse_iso
+from agent_tree_operator.reconcile.run_plan import RunObserved, check_tree, plan_run
 from agent_tree_operator.reconcile.runs import (
     Coalescer,
     K8sEvent,
     LiveRun,
-    RunObserved,
-    check_tree,
     cut,
-    plan_run,
     plan_write,
 )
 from agent_tree_operator.reconcile.trees import plain

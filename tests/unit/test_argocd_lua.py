@@ -28,7 +28,8 @@ import pytest
 import yaml
 from platformlib import built_tool
 
-from agent_tree.spec import AgentRunSpec, RunPhase
+from agent_tree.spec import AgentRunSpec
+from agent_tree.spec_runs import RunPhase
 
 ROOT = Path(__file__).resolve().parents[2]
 CUSTOMIZATIONS = ROOT / "deploy" / "argocd" / "resource_customizations"

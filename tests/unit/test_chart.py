@@ -819,7 +819,7 @@ def test_schema_rejects_bad_worker_security_contexts(helm: str, tmp_path: Path) 
 
 def test_worker_security_context_schema_has_the_crds_fields() -> None:
     """The chart's value and the AgentTree's field take the same keys (one model, agent_tree.spec)."""
-    from agent_tree.spec import PodSecurityContext, SecurityContext
+    from agent_tree.spec_workers import PodSecurityContext, SecurityContext
 
     definitions = json.loads((CHART / "values.schema.json").read_text())["definitions"]
     assert set(definitions["podSecurityContext"]["properties"]) == set(PodSecurityContext.model_fields)

@@ -24,7 +24,8 @@ from agent_tree_operator.resources.deployments import worker_deployment
 from prometheus_client import REGISTRY
 
 from agent_tree import naming
-from agent_tree.spec import AgentTreeSpec, AutoscaleSpec
+from agent_tree.spec import AgentTreeSpec
+from agent_tree.spec_workers import AutoscaleSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 NS, TREE = "team", "invoice"

@@ -9,15 +9,13 @@ from pathlib import Path
 import pytest
 from agent_tree_operator import crdgen
 from agent_tree_operator.reconcile.conditions import get
+from agent_tree_operator.reconcile.run_plan import RunObserved, check_tree, plan_run
 from agent_tree_operator.reconcile.runs import (
     Coalescer,
     LiveRun,
-    RunObserved,
     bounded,
-    check_tree,
     format_duration,
     initial_status,
-    plan_run,
     plan_write,
     status_patch,
 )

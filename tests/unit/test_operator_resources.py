@@ -117,7 +117,7 @@ def test_tree_env_overrides_operator_env_in_place_without_duplicates():
 
 
 def test_merge_env_keeps_value_from():
-    from agent_tree.spec import EnvVar
+    from agent_tree.spec_workers import EnvVar
 
     out = merge_env(
         [{"name": "A", "value": "1"}], [EnvVar(name="B", valueFrom={"secretKeyRef": {"name": "s", "key": "k"}})]

@@ -41,7 +41,8 @@ with workflow.unsafe.imports_passed_through():
         DecisionAck,
     )
     from agent_tree.ledger import BudgetStop
-    from agent_tree.spec import MAX_INPUT_CHARS, AgentTreeSpec
+    from agent_tree.spec import AgentTreeSpec
+    from agent_tree.spec_runs import MAX_INPUT_CHARS
     from agent_tree_worker import inputs as t
     from agent_tree_worker.approvals import Approvals
     from agent_tree_worker.budget_gate import BudgetGate

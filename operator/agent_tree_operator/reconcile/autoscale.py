@@ -20,7 +20,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from agent_tree.spec import AgentTreeSpec, AutoscaleSpec
+from agent_tree.spec import AgentTreeSpec
+from agent_tree.spec_workers import AutoscaleSpec
 
 
 @dataclass(frozen=True)

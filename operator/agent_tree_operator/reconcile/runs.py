@@ -6,10 +6,11 @@ result, the plan, token usage, timestamps and conditions. The full history lives
 summary; :func:`status_patch` turns it into a JSON merge patch holding only what changed.
 
 The run path has the tree path's shape (``reconcile/trees.py`` ``plan_tree``): the follower observes
-(the tree index, the run's annotations, the workflow, the progress stream) into a :class:`RunObserved`,
-:func:`plan_run` decides what to do (wait, start, cancel, finish, keep following), the follower acts,
-and :func:`plan_write` decides the ONE status write of that pass: the first write when the run starts,
-then at most one per interval and only on change, and the final write at once.
+(the tree index, the run's annotations, the workflow, the progress stream) into a ``RunObserved``,
+``reconcile/run_plan.py``'s ``plan_run`` decides what to do (wait, start, cancel, finish, keep
+following), the follower acts, and :func:`plan_write` decides the ONE status write of that pass: the
+first write when the run starts, then at most one per interval and only on change, and the final
+write at once.
 """
 
 from __future__ import annotations
@@ -33,13 +34,11 @@ from agent_tree.policy import BUDGET_EXHAUSTED as PAUSED_REASON
 from agent_tree_operator.reconcile.approvals import RunApprovals
 from agent_tree_operator.reconcile.conditions import (
     condition,
-    get,
     merge_conditions,
     now_iso,
     parse_iso,
     same_conditions,
 )
-from agent_tree_operator.reconcile.trees import parse_spec
 
 FINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
 ACTIVE_PHASES = frozenset({"Running", "AwaitingApproval"})  # the phases pending approvals move between
@@ -443,121 +442,3 @@ def plan_write(
     if final or last_write is None or "phase" in patch or now - last_write >= interval:
         return WritePlan(patch=patch)
     return WritePlan(due_in=last_write + interval - now)
-
-
-@dataclass(frozen=True)
-class RunObserved:
-    """What the follower observed before deciding; :func:`plan_run` reads nothing else.
-
-    Attributes:
-        phase: the run's phase as the follower knows it (``LiveRun.phase``).
-        started: the run's workflow exists (started by this follower or found after a restart).
-        cancel_requested: the annotation ``agenttree.io/cancel`` is ``"true"``.
-        cancel_sent: this follower already asked Temporal to cancel the workflow.
-        age: seconds since the run was created (None: unknown).
-        timeout_seconds: ``spec.timeoutSeconds`` (None or 0: no deadline before the start).
-        tree: :func:`check_tree`'s answer ``(spec, reason, message)`` (only read before the start).
-    """
-
-    phase: str = "Pending"
-    started: bool = False
-    cancel_requested: bool = False
-    cancel_sent: bool = False
-    age: float | None = None
-    timeout_seconds: int | None = None
-    tree: tuple[Any, str, str] | None = None
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """What to do next: ``action`` is one of
-
-    - ``"wait"``: stay Pending with ``reason`` / ``message`` (the tree is missing, invalid or Degraded);
-    - ``"start"``: start the workflow on ``spec`` (the validated tree spec to snapshot);
-    - ``"finish"``: end the run now as ``phase`` with ``reason`` / ``message`` (it never started);
-    - ``"cancel"``: ask Temporal to cancel the running workflow, then keep following;
-    - ``"follow"``: keep following the workflow;
-    - ``"done"``: the run has finished; nothing left to do.
-    """
-
-    action: str
-    reason: str = ""
-    message: str = ""
-    phase: str | None = None
-    spec: Any = None
-
-
-def plan_run(observed: RunObserved) -> RunPlan:
-    """observed -> what to do (pure; the follower acts on it and then writes the status once)."""
-    if observed.phase in FINAL_PHASES:
-        return RunPlan("done")
-    if observed.started:
-        if observed.cancel_requested and not observed.cancel_sent:
-            return RunPlan(
-                "cancel", "CancelRequested", f"annotation {CANCEL_ANNOTATION}=true: workflow cancellation requested"
-            )
-        return RunPlan("follow")
-    if observed.cancel_requested:
-        return RunPlan(
-            "finish", "Cancelled", f"cancelled by annotation {CANCEL_ANNOTATION} before it started", phase="Cancelled"
-        )
-    spec, reason, message = observed.tree or (None, "TreeNotFound", "the tree was not looked up")
-    if observed.timeout_seconds and observed.age is not None and observed.age > observed.timeout_seconds:
-        # Also when the tree just became ready: the run's deadline passed before it could start.
-        return RunPlan(
-            "finish",
-            "Timeout",
-            f"still {reason if spec is None else 'Pending'} after spec.timeoutSeconds={observed.timeout_seconds}: "
-            f"{message}",
-            phase="Failed",
-        )
-    if spec is None:
-        return RunPlan("wait", reason, message)
-    return RunPlan("start", spec=spec)
-
-
-def check_tree(
-    namespace: str,
-    tree_name: str,
-    raw_spec: Mapping[str, Any] | None,
-    tree_status: Mapping[str, Any] | None = None,
-) -> tuple[Any, str, str]:
-    """Whether a run can start on this tree: ``(spec, reason, message)``; spec is None when it cannot.
-
-    A missing or invalid tree keeps the run Pending (it starts when the tree appears or is fixed), and
-    so does a ``Degraded`` one (its workers refused, stuck or failing): a run started there would sit
-    on a task queue that no worker serves. The message quotes the tree's reason and message, so
-    ``kubectl describe agentrun`` says why the run waits.
-    """
-    if raw_spec is None:
-        return (
-            None,
-            "TreeNotFound",
-            (
-                f"AgentTree {tree_name!r} not found in namespace {namespace!r} (spec.treeRef.name); "
-                "the run starts when it is created"
-            ),
-        )
-    spec, errors = parse_spec(raw_spec)
-    if spec is None:
-        shown = "; ".join(errors[:3]) + (f" (+{len(errors) - 3} more)" if len(errors) > 3 else "")
-        return (
-            None,
-            "TreeInvalid",
-            cut(f"AgentTree {tree_name!r} is invalid: {shown}; the run starts once it is fixed", EVENT_MESSAGE_MAX * 2)
-            or "",
-        )
-    degraded = get(list((tree_status or {}).get("conditions") or []), "Degraded")
-    if degraded is not None and degraded.get("status") == "True":
-        reason = degraded.get("reason") or "Degraded"
-        return (
-            None,
-            "TreeDegraded",
-            cut(
-                f"AgentTree {tree_name!r} is Degraded ({reason}): {degraded.get('message') or ''}; "
-                "the run starts when the tree recovers",
-                EVENT_MESSAGE_MAX * 2,
-            )
-            or "",
-        )
-    return spec, "TreeResolved", ""

@@ -10,7 +10,8 @@ from typing import Any
 
 from agent_tree import naming
 from agent_tree.providers.openai_client import env_key_name
-from agent_tree.spec import AgentTreeSpec, EnvVar, WorkerSpec
+from agent_tree.spec import AgentTreeSpec, WorkerSpec
+from agent_tree.spec_workers import EnvVar
 from agent_tree_operator.config import OperatorConfig
 
 CONTAINER = "worker"
