@@ -475,7 +475,7 @@ ADMISSION = {
     "13-autoscale-min-above-max.yaml": "spec.agents[1].worker.autoscale.minReplicas",
     "14-two-parents.yaml": "each agent has at most one parent",
     "15-unknown-agent-tool.yaml": "spec.agents[*].tools[*].agent",
-    "17-run-without-treeref.yaml": "spec.treeRef: Required value",
+    "17-run-without-treeref.yaml": "spec.treeRef is required (unless spec.forkFrom names a run",
     "18-run-empty-input.yaml": "spec.input",
     "22-context-not-object.yaml": "spec.context",
     "23-bad-metadata-name.yaml": "metadata.name",
