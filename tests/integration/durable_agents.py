@@ -135,3 +135,22 @@ async def refunder(ctx: RunContext) -> HandoffResult:
     if refund.status == "rejected":
         return ctx.failed(f"refund not issued: {refund.error}", {"status": refund.status})
     return ctx.ok(f"refunded {refund.output['refunded']}", {"status": refund.status})
+
+
+def refund_tree(approval: dict[str, Any]) -> dict[str, Any]:
+    """The AgentTree spec whose Python agent ``refunder`` calls ``issue_refund`` under ``approval``."""
+    return {
+        "root": "desk",
+        "maxSteps": 2,
+        "agents": [
+            {"name": "desk", "children": ["refunder"]},
+            {
+                "name": "refunder",
+                "entrypoint": "durable_agents:refunder",
+                "tools": [
+                    {"name": "ledger_step", "entrypoint": "durable_agents:ledger_step"},
+                    {"name": "issue_refund", "entrypoint": "durable_agents:issue_refund", "approval": approval},
+                ],
+            },
+        ],
+    }

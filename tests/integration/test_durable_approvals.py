@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from agent_tree_worker import reader
 from agent_tree_worker.store import HistoryStore
-from durable_agents import refunds_done
+from durable_agents import refund_tree, refunds_done
 from durable_support import WorkerProcess, in_process_workers, tree_spec, unique, wait_for, worker_env
 from fake_openai import FakeOpenAI
 from temporalio.client import Client
@@ -198,27 +198,7 @@ async def test_kill_9_the_worker_holding_the_waiting_run_then_decide(
 
 
 def python_tree() -> Any:
-    return tree_spec(
-        {
-            "root": "desk",
-            "maxSteps": 2,
-            "agents": [
-                {"name": "desk", "children": ["refunder"]},
-                {
-                    "name": "refunder",
-                    "entrypoint": "durable_agents:refunder",
-                    "tools": [
-                        {"name": "ledger_step", "entrypoint": "durable_agents:ledger_step"},
-                        {
-                            "name": "issue_refund",
-                            "entrypoint": "durable_agents:issue_refund",
-                            "approval": {"required": True},
-                        },
-                    ],
-                },
-            ],
-        }
-    )
+    return tree_spec(refund_tree({"required": True}))
 
 
 async def test_python_agent_call_waits_and_earlier_calls_come_from_the_journal(

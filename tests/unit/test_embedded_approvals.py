@@ -33,25 +33,7 @@ def evidence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def tree(approval: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "root": "desk",
-        "maxSteps": 2,
-        "agents": [
-            {"name": "desk", "children": ["refunder"]},
-            {
-                "name": "refunder",
-                "entrypoint": "durable_agents:refunder",
-                "tools": [
-                    {"name": "ledger_step", "entrypoint": "durable_agents:ledger_step"},
-                    {
-                        "name": "issue_refund",
-                        "entrypoint": "durable_agents:issue_refund",
-                        "approval": approval or {"required": True, "approvers": {"users": ["alice"]}},
-                    },
-                ],
-            },
-        ],
-    }
+    return durable_agents.refund_tree(approval or {"required": True, "approvers": {"users": ["alice"]}})
 
 
 async def run(spec: dict[str, Any], **kwargs: Any) -> tuple[Any, list[dict[str, Any]]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -38,6 +39,9 @@ from agent_tree.contract.temporal import DATA_CONVERTER, decide, run_progress, s
 
 NS, TREE = "apw-mocked", "refunds"
 INTEGRATION = Path(__file__).resolve().parent.parent / "integration"
+sys.path.insert(0, str(INTEGRATION))
+from durable_agents import refund_tree  # noqa: E402
+
 ALICE = Decider(username="alice", groups=["finance"])
 
 
@@ -358,24 +362,6 @@ class Captured(StepStream):
         return True
 
 
-def python_spec(approval: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "root": "desk",
-        "maxSteps": 2,
-        "agents": [
-            {"name": "desk", "children": ["refunder"]},
-            {
-                "name": "refunder",
-                "entrypoint": "durable_agents:refunder",
-                "tools": [
-                    {"name": "ledger_step", "entrypoint": "durable_agents:ledger_step"},
-                    {"name": "issue_refund", "entrypoint": "durable_agents:issue_refund", "approval": approval},
-                ],
-            },
-        ],
-    }
-
-
 class PythonRun(Run):
     def __init__(self, client: Client, stream: Captured, tree_spec: dict[str, Any]) -> None:
         activities = Activities(None, stream).all()
@@ -397,7 +383,7 @@ async def test_a_python_agents_call_waits_durably_and_gets_the_decision(
     import durable_agents
 
     stream = Captured()
-    async with PythonRun(env.client, stream, python_spec({"required": True})) as run:
+    async with PythonRun(env.client, stream, refund_tree({"required": True})) as run:
         progress = await run.waiting()
         [request] = progress.approvals
         assert progress.phase == "AwaitingApproval" and (request.agent, request.tool) == ("refunder", "issue_refund")
