@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from types import SimpleNamespace
+
 from agent_tree_operator import metrics
+from agent_tree_operator.adapters.kube import KubeError
+from agent_tree_operator.handlers.approvals import deliver
 from agent_tree_operator.reconcile.approvals import (
     approval_manifest,
     arguments_text,
@@ -231,3 +237,25 @@ def test_pending_approvals_gauge():
     gauge.drop("a")
     gauge.set("b", 0)
     assert gauge.gauge._value.get() == 0 and gauge.counts == {}
+
+
+async def test_delivery_stops_when_the_approval_was_deleted_meanwhile():
+    """The run got the decision, but the AgentApproval is gone (its run was deleted): the delivery task
+    ends instead of retrying its status write forever; another write error is retried."""
+    ack = DecisionAck(id="a-3-1", decision="approve", decided_by=Decider(**ALICE), accepted=True)
+    writes: list[int] = []
+
+    async def decide(workflow_id, sent):
+        return ack
+
+    async def patch_status(plural, namespace, name, status):
+        writes.append(len(writes))
+        raise KubeError(503 if len(writes) == 1 else 404, "x", "PATCH", f"/{name}")
+
+    ctx = SimpleNamespace(temporal=SimpleNamespace(decide=decide), kube=SimpleNamespace(patch_status=patch_status))
+    body = {
+        "metadata": {"namespace": "ns", "name": "r-a-3-1"},
+        "spec": {"request": {"id": "a-3-1", "run": "r", "runUID": "u"}, "decision": "approve", "decidedBy": ALICE},
+    }
+    await asyncio.wait_for(deliver(ctx, body, logging.getLogger("test")), timeout=10)
+    assert writes == [0, 1]  # the 503 was retried once, the 404 ended it

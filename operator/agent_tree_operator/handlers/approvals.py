@@ -76,6 +76,8 @@ async def deliver(ctx: OperatorContext, body: dict[str, Any], logger: logging.Lo
             await ctx.kube.patch_status(PLURAL, namespace, name, status)
             return
         except KubeError as exc:
+            if exc.not_found:  # deleted meanwhile (its run was, or someone removed it): nothing to record
+                return
             delay = next(delays, RETRY[-1])
             logger.warning("cannot write the status of AgentApproval %s/%s (%s); retrying", namespace, name, exc)
             await asyncio.sleep(delay)
