@@ -20,7 +20,9 @@ from agent_tree.cli import main
 
 pytestmark = pytest.mark.integration
 
-NOW = datetime.now(UTC)
+CLOCK: dict[str, datetime] = {}
+"""The instant the rows' ages count from: taken when the first row is recorded (not at collection: a
+long session would age the rows past the --since windows before this module runs); one for all rows."""
 # (namespace, name, tree, minutes ago, final status or None while running)
 RUNS = [
     ("team-a", "why-1", "invoice", 50, "completed"),
@@ -41,7 +43,7 @@ def workflow_id(ns: str, name: str) -> str:
 async def record(store: HistoryStore, ns: str, name: str, tree: str, minutes: int, status: str | None) -> None:
     """A run as a worker records it: start_run, then finish_run when it ended."""
     wid = workflow_id(ns, name)
-    started = NOW - timedelta(minutes=minutes)
+    started = CLOCK.setdefault("now", datetime.now(UTC)) - timedelta(minutes=minutes)
     await store.start_run(
         {
             "workflow_id": wid,
