@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
-# One image, two entrypoints:
+# One image, three entrypoints:
 #   agent-tree operator                      (the kopf operator; the Helm chart runs this)
+#   agent-tree api                           (the REST API and web view; the Helm chart runs this)
 #   agent-tree worker --task-queue QUEUE     (one agent's Temporal worker; the operator runs this)
 # It also carries the invoice example (/app/examples/invoice), so examples/invoice/agenttree.yaml
 # runs on the chart's default worker image.
@@ -27,6 +28,7 @@ COPY pyproject.toml README.md ./
 COPY agent_tree ./agent_tree
 COPY operator ./operator
 COPY worker ./worker
+COPY api ./api
 RUN /opt/venv/bin/pip install . \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 

@@ -19,5 +19,7 @@ def test_source_roots_are_not_packages():
     # A package named `operator` would shadow Python's standard library module.
     assert not (ROOT / "operator" / "__init__.py").exists()
     assert not (ROOT / "worker" / "__init__.py").exists()
+    assert not (ROOT / "api" / "__init__.py").exists()
     assert (ROOT / "operator" / "agent_tree_operator" / "__init__.py").exists()
     assert (ROOT / "worker" / "agent_tree_worker" / "__init__.py").exists()
+    assert (ROOT / "api" / "agent_tree_api" / "__init__.py").exists()
