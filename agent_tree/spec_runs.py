@@ -116,6 +116,7 @@ class ForkedFrom(BaseModel):
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 RunPhase = Literal["Pending", "Running", "AwaitingApproval", "Paused", "Succeeded", "Failed", "Cancelled"]
+FINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
 
 
 class Condition(BaseModel):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from agent_tree_operator.commands.deciding import Refused, already_decided, choose, split_target
+from agent_tree_operator.commands.deciding import split_target
 
 from agent_tree.cli import main
+from agent_tree.run_requests import Refused, already_decided, choose
 
 
 def approval(approval_id: str, tool: str = "issue_refund", decision=None, status=None) -> dict:

@@ -8,11 +8,12 @@ import asyncio
 
 import pytest
 from agent_tree_operator.adapters.temporal import Outcome
-from agent_tree_operator.commands.fork import UsageError, fork_manifest, new_name, split_ref
+from agent_tree_operator.commands.fork import UsageError, split_ref
 from agent_tree_operator.reconcile.forks import ForkError, plan_fork
 from test_operator_follow import NS, RESULT, TREE, make, until
 
 from agent_tree.contract import spec_revision
+from agent_tree.run_requests import fork_manifest, new_name
 from agent_tree.spec import AgentTreeSpec
 
 PINNED = AgentTreeSpec.model_validate(TREE).model_dump(mode="json")

@@ -71,7 +71,9 @@ def test_cursor_round_trip_keeps_microseconds_and_rejects_garbage() -> None:
     cursor = listing.encode_cursor(row("a"))
     assert listing.decode_cursor(cursor) == (T0, "agentrun.team-a.a.u1")
     for bad in ("banana", "", listing.encode_cursor({"started_at": datetime(2026, 1, 1), "workflow_id": "x"})):
-        with pytest.raises(UsageError, match="not a cursor printed by 'agent-tree runs'"):
+        with pytest.raises(
+            UsageError, match=r"--cursor .*: not a cursor of this listing \(the 'more:' line of 'agent-tree runs'"
+        ):
             listing.decode_cursor(bad)
 
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from agent_tree.contract import RUN_STATUSES, Step
+from agent_tree.runs_query import list_runs_sql
 from agent_tree_worker import payloads
 from agent_tree_worker.migrate import migrate
 
@@ -267,32 +268,12 @@ class HistoryStore:
         before: tuple[datetime, str] | None = None,
         limit: int = 50,
     ) -> list[dict[str, Any]]:
-        """Runs newest first (``started_at``, then ``workflow_id``, descending), at most ``limit``.
-
-        Keyset pagination: ``before`` is the (``started_at``, ``workflow_id``) of the last run of the
-        previous page; the next page starts strictly after it, so rows inserted meanwhile never shift
-        a page (index ``runs_started_idx`` / ``runs_ns_started_idx``, migration 0002).
-        """
-        where, params = [], []
-        for clause, value in (
-            ("namespace = ${}", namespace),
-            ("tree = ${}", tree),
-            ("status = ANY(${}::text[])", list(statuses) if statuses is not None else None),
-            ("started_at >= ${}", since),
-            ("(started_at, workflow_id) < (${}, ${})", before),
-        ):
-            if value is None:
-                continue  # only the filters given, so the planner sees a plain indexable condition
-            values = list(value) if isinstance(value, tuple) else [value]
-            where.append(clause.format(*range(len(params) + 1, len(params) + 1 + len(values))))
-            params.extend(values)
-        sql = (
-            "SELECT workflow_id, namespace, name, uid, tree, tree_revision, root_agent, status, answer, steps,"
-            " token_usage, started_at, finished_at FROM runs"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + f" ORDER BY started_at DESC, workflow_id DESC LIMIT ${len(params) + 1}"
+        """Runs newest first (``started_at``, then ``workflow_id``, descending), at most ``limit``;
+        ``before`` is the cursor position (:func:`agent_tree.runs_query.list_runs_sql`)."""
+        sql, params = list_runs_sql(
+            namespace=namespace, tree=tree, statuses=statuses, since=since, before=before, limit=limit
         )
-        rows = await self._run(lambda conn: conn.fetch(sql, *params, limit))
+        rows = await self._run(lambda conn: conn.fetch(sql, *params))
         return [dict(r) for r in rows]
 
     # --- recorded calls (retry and fork) ---------------------------------------------------------

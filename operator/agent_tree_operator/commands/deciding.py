@@ -17,17 +17,13 @@ from typing import Any
 from kubernetes import client, config
 
 from agent_tree import naming
+from agent_tree.run_requests import PAST, Refused, already_decided, choose
+from agent_tree.spec_runs import FINAL_PHASES
 from agent_tree.unavailable import ServiceUnavailable
 from agent_tree_operator.adapters.kube import MERGE, Kube, KubeError
 from agent_tree_operator.reconcile.approvals import PLURAL
-from agent_tree_operator.reconcile.runs import FINAL_PHASES
 
-PAST = {"approve": "approved", "reject": "rejected"}
 POLL = 0.5
-
-
-class Refused(Exception):
-    """The decision cannot be made as asked; the message says why and what to do."""
 
 
 def main(args: argparse.Namespace) -> int:
@@ -159,54 +155,6 @@ async def list_approvals(kube: Kube, namespace: str, agentrun: Mapping[str, Any]
         raise
     items = [a for a in listed.get("items") or [] if a["spec"]["request"].get("runUID") == meta["uid"]]
     return sorted(items, key=lambda a: a["spec"]["request"].get("requestedAt", ""))
-
-
-def is_pending(approval: Mapping[str, Any]) -> bool:
-    status = approval.get("status") or {}
-    return (
-        not approval["spec"].get("decision") and not status.get("decision") and status.get("phase") != "Undeliverable"
-    )
-
-
-def choose(
-    namespace: str, run: str, agentrun: Mapping[str, Any], approvals: list[dict[str, Any]], approval_id: str | None
-) -> dict[str, Any]:
-    """The approval to decide; refused when the id is unknown or ambiguous (listing the pending ones)."""
-    pending = [a for a in approvals if is_pending(a)]
-    listing = ", ".join(f"{a['spec']['request']['id']} ({a['spec']['request']['tool']})" for a in pending) or "none"
-    phase = (agentrun.get("status") or {}).get("phase")
-    if approval_id is not None:
-        for approval in approvals:
-            if approval["spec"]["request"]["id"] == approval_id:
-                return approval
-        if phase in FINAL_PHASES:
-            raise Refused(f"AgentRun {namespace}/{run} is {phase} and has no approval {approval_id!r}")
-        raise Refused(f"AgentRun {namespace}/{run} has no approval {approval_id!r}; pending: {listing}")
-    if len(pending) == 1:
-        return pending[0]
-    if phase in FINAL_PHASES:
-        raise Refused(f"AgentRun {namespace}/{run} is {phase}: nothing waits for a decision any more")
-    if not pending:
-        raise Refused(f"AgentRun {namespace}/{run} waits for no approval now (phase {phase})")
-    raise Refused(f"AgentRun {namespace}/{run} waits for {len(pending)} approvals; name one: {listing}")
-
-
-def already_decided(approval: Mapping[str, Any], decision: str) -> str | None:
-    """The line to print when this approval holds the same decision; refused when it holds the other one."""
-    spec, status = approval["spec"], approval.get("status") or {}
-    held = status.get("decision") or spec.get("decision")
-    by = (status.get("decidedBy") if status.get("decision") else spec.get("decidedBy")) or {}
-    request = spec["request"]
-    if held is None:
-        if status.get("phase") == "Undeliverable":
-            raise Refused(f"approval {request['id']} cannot be decided: {status.get('message') or 'the run ended'}")
-        return None
-    who = by.get("username") or "unknown"
-    if held == decision:
-        return f"approval {request['id']} of {request['run']} was already {PAST[held]} by {who}; nothing to do"
-    raise Refused(
-        f"approval {request['id']} of {request['run']} was already {PAST[held]} by {who}; a decision never changes"
-    )
 
 
 async def whoami(kube: Kube) -> dict[str, Any]:

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import sys
 from typing import Any
 
 from agent_tree.naming import API_VERSION
-
-COPIED = ("treeRef", "maxSteps", "timeoutSeconds", "budgets")
-NAME_MAX = 63
+from agent_tree.run_requests import fork_manifest, new_name
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,36 +54,6 @@ def split_ref(ref: str) -> tuple[str, str]:
     if not sep or not namespace or not name or "/" in name:
         raise UsageError(f"{ref!r}: expected NAMESPACE/RUN, e.g. default/why-4821")
     return namespace, name
-
-
-def fork_manifest(
-    name: str,
-    source_name: str,
-    *,
-    step: int | None = None,
-    user_input: str | None = None,
-    context: dict[str, Any] | None = None,
-    current_tree: bool = False,
-    source_spec: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The AgentRun to create (``source_spec``: the source AgentRun's spec when it still exists)."""
-    fork_from: dict[str, Any] = {"run": source_name}
-    if step is not None:
-        fork_from["step"] = step
-    if user_input is not None:
-        fork_from["input"] = user_input
-    if context is not None:
-        fork_from["context"] = context
-    if current_tree:
-        fork_from["treeRevision"] = "current"
-    spec = {k: v for k, v in (source_spec or {}).items() if k in COPIED and v is not None}
-    spec["forkFrom"] = fork_from
-    return {"apiVersion": API_VERSION, "kind": "AgentRun", "metadata": {"name": name}, "spec": spec}
-
-
-def new_name(source: str, kind: str) -> str:
-    suffix = f"-{kind}-{secrets.token_hex(3)[:5]}"
-    return source[: NAME_MAX - len(suffix)].rstrip("-.") + suffix
 
 
 def cmd_retry(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ from agent_tree.contract import (
 )
 from agent_tree.durations import format_duration
 from agent_tree.policy import BUDGET_EXHAUSTED as PAUSED_REASON
+from agent_tree.spec_runs import FINAL_PHASES
 from agent_tree_operator.reconcile.approvals import RunApprovals
 from agent_tree_operator.reconcile.conditions import (
     condition,
@@ -40,7 +41,6 @@ from agent_tree_operator.reconcile.conditions import (
     same_conditions,
 )
 
-FINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
 ACTIVE_PHASES = frozenset({"Running", "AwaitingApproval"})  # the phases pending approvals move between
 CANCEL_ANNOTATION = naming.CANCEL_ANNOTATION
 EVENT_MESSAGE_MAX = 300
