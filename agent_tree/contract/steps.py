@@ -58,6 +58,17 @@ HOOK_STEP_TYPES: tuple[str, ...] = (
 RUN_END = "run_end"
 """Type of the stream's last entry (``data = {status, answer}``): a marker, not a step of the run."""
 
+MODEL_DELTA = "model_delta"
+"""A transient stream entry: text a model is generating (``data``: agent, model, call, seq, text).
+
+Never a step: not in :data:`STEP_TYPES`, never in PostgreSQL, no ``ord`` (it has no place in the
+run's history, and readers that resume by position skip it). ``call`` identifies the model call within
+the run (the ord string of the step that will record its reply); ``seq`` counts 0, 1, 2... per call and
+attempt: a retried call starts again at 0. The call's ``model_usage`` step follows its last delta.
+"""
+TRANSIENT_TYPES: tuple[str, ...] = (MODEL_DELTA,)
+"""Stream entry types that are not steps: readers show them live and never count or store them."""
+
 
 class Step(TypedDict):
     """One recorded step: ``{"ord": [int...], "type", "agent", "data": {event}, "ts": iso}``."""
@@ -120,8 +131,25 @@ def encode_run_end(final: dict[str, Any]) -> dict[str, str]:
     return {"ord": "", "type": RUN_END, "agent": "", "data": dumps(final), "ts": ""}
 
 
+def encode_model_delta(*, agent: str, model: str | None, call: str, seq: int, text: str, ts: str) -> dict[str, str]:
+    """A :data:`MODEL_DELTA` as the fields of one Redis stream entry (no ``ord``: not a step)."""
+    data = {"agent": agent, "model": model or "", "call": call, "seq": seq, "text": text}
+    return {"type": MODEL_DELTA, "agent": agent, "data": dumps(data), "ts": ts}
+
+
+def is_transient(entry: dict[str, Any] | dict[bytes, bytes]) -> bool:
+    """True for a stream entry that is not a step (:data:`TRANSIENT_TYPES`), decoded or raw."""
+    kind = entry.get("type", entry.get(b"type"))  # type: ignore[call-overload]
+    if isinstance(kind, bytes):
+        kind = kind.decode(errors="replace")
+    return kind in TRANSIENT_TYPES
+
+
 def decode_step(fields: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any]:
     """The step of one Redis stream entry (inverse of :func:`encode_step`; also reads the end marker).
+
+    A :data:`MODEL_DELTA` entry decodes to ``{"type", "agent", "ts", "data"}`` without ``ord``
+    (:func:`is_transient` tells it apart).
 
     Raises:
         ValueError: ``data`` is not JSON or ``ord`` is not a dotted path of integers.
@@ -130,6 +158,13 @@ def decode_step(fields: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any]:
         (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
         for k, v in fields.items()
     }
+    if f.get("type") in TRANSIENT_TYPES:
+        return {
+            "type": f["type"],
+            "agent": f.get("agent") or None,
+            "ts": f.get("ts", ""),
+            "data": json.loads(f.get("data") or "{}"),
+        }
     return {
         "ord": parse_ord(f.get("ord", "")),
         "type": f.get("type", ""),

@@ -35,7 +35,7 @@ from typing import Any
 import kopf
 
 from agent_tree import naming
-from agent_tree.contract import AGENT_START, RUN_END, RunInputError, run_input, spec_revision
+from agent_tree.contract import AGENT_START, RUN_END, RunInputError, is_transient, run_input, spec_revision
 from agent_tree.spec import AgentTreeSpec
 from agent_tree_operator import approval_sync, metrics
 from agent_tree_operator.adapters.stream import Subscription, step_event
@@ -360,8 +360,8 @@ class RunFollower:
                 await asyncio.sleep(delay)
 
     def _apply_step(self, entry_id: str, step: Mapping[str, Any]) -> None:
-        if step.get("type") == RUN_END:
-            return  # the result comes from the workflow itself
+        if step.get("type") == RUN_END or is_transient(step):
+            return  # the result comes from the workflow itself; live model text is not progress
         event_ = step_event(dict(step))
         for event in self.live.apply_event(event_, entry_id):
             if event.reason == "Handoff" and self.live.handoffs <= self.announced:

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from agent_tree import contract, events, models
 from agent_tree.contract import (
     HOOK_STEP_TYPES,
+    MODEL_DELTA,
     RESUME_FIELDS,
     RUN_END,
     RUN_STATUSES,
@@ -31,8 +32,10 @@ from agent_tree.contract import (
     RunInput,
     RunResult,
     decode_step,
+    encode_model_delta,
     encode_run_end,
     encode_step,
+    is_transient,
     run_input,
 )
 from agent_tree.contract.temporal import DATA_CONVERTER
@@ -153,6 +156,8 @@ def module_level_defs(name: str) -> list[str]:
         ("connect", "agent_tree/contract/temporal.py"),
         ("encode_step", "agent_tree/contract/steps.py"),
         ("decode_step", "agent_tree/contract/steps.py"),
+        ("encode_model_delta", "agent_tree/contract/steps.py"),
+        ("is_transient", "agent_tree/contract/steps.py"),
     ],
 )
 def test_one_definition_of_each_boundary_function(name: str, home: str) -> None:
@@ -270,6 +275,27 @@ def test_a_step_over_the_stream_entry_limit_keeps_its_small_fields() -> None:
     back = decode_step(encode_step(step))
     assert back["data"] == {"type": "tool_end", "tool": "t", "truncated": True}
     assert decode_step(encode_run_end({"status": "completed", "answer": "a"}))["type"] == RUN_END
+
+
+def test_a_model_delta_is_a_transient_entry_without_ord() -> None:
+    assert MODEL_DELTA not in STEP_TYPES  # never a step: never in PostgreSQL
+    ts = "2026-12-02T08:00:00+00:00"
+    entry = encode_model_delta(agent="a", model="m", call="3.2", seq=4, text="Hé, ", ts=ts)
+    assert all(isinstance(v, str) for v in entry.values()) and "ord" not in entry
+    want = {
+        "type": MODEL_DELTA,
+        "agent": "a",
+        "ts": ts,
+        "data": {"agent": "a", "model": "m", "call": "3.2", "seq": 4, "text": "Hé, "},
+    }
+    raw = {k.encode(): v.encode() for k, v in entry.items()}
+    assert decode_step(entry) == want and decode_step(raw) == want
+    # Told apart decoded or raw (what Redis hands back), and steps / the end marker are not transient.
+    assert is_transient(want) and is_transient(entry) and is_transient(raw)
+    step = {**STEPS[0], "ts": ts}
+    assert not is_transient(decode_step(encode_step(step))) and not is_transient(encode_step(step))
+    assert not is_transient(decode_step(encode_run_end({"status": "completed", "answer": "a"})))
+    assert contract.MODEL_DELTA == MODEL_DELTA and contract.TRANSIENT_TYPES == (MODEL_DELTA,)
 
 
 # --- typed input, progress and result against committed v1 histories ---------------------------------

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+from agent_tree_operator.adapters import stream
 from agent_tree_operator.adapters.stream import Subscription
 from agent_tree_operator.adapters.temporal import Described, Outcome
 from agent_tree_operator.config import OperatorConfig
@@ -16,6 +17,7 @@ from agent_tree_operator.follow import RunFollower
 from agent_tree_operator.handlers.context import OperatorContext
 
 from agent_tree import naming
+from agent_tree.contract import decode_step, encode_model_delta, encode_step
 from agent_tree.contract.temporal import run_task_queue, run_workflow_id
 
 NS, NAME, UID = "team", "why-4821", "u-1"
@@ -439,3 +441,59 @@ async def test_a_run_paused_on_a_budget_is_raised_through_set_budgets():
     ctx.temporal.result.set_result(Outcome(result={**RESULT, "usage": {**usage, "tokens": 20}}))
     await asyncio.wait_for(task, 5)
     assert ctx.kube.status["phase"] == "Succeeded" and ctx.kube.status["usage"]["tokens"] == 20
+
+
+async def test_live_model_text_never_counts_as_a_step_nor_moves_the_status():
+    ctx, _body, _stopped, follower = make(interval_ms=100)
+    posted = []
+    follower._event = posted.append
+    task = asyncio.create_task(follower.run())
+    await until(lambda: ctx.temporal.started and ctx.hub.subs, "the workflow start")
+    ctx.hub.push({"type": "agent_start", "agent": "a"})
+    await until(lambda: follower.live.current_agent == "a", "the agent_start")
+    seen, last_id = set(follower.live.seen), follower.live.last_stream_id
+    delta = encode_model_delta(agent="b", model="m", call="2", seq=0, text="Hel", ts="")
+    for sub in ctx.hub.subs:
+        sub.queue.put_nowait((f"{time.monotonic_ns()}-0", decode_step(delta)))
+    ctx.hub.push({"type": "handoff", "agent": "a", "to_agent": "sup", "status": "ok", "summary": "s"})
+    await until(lambda: follower.live.handoffs == 1, "the handoff after the delta")
+    # The delta was skipped: not recorded as a seen entry, agent and steps moved by the steps only.
+    assert len(follower.live.seen) == len(seen) + 1 and follower.live.last_stream_id != last_id
+    assert follower.live.current_agent == "a" and follower.live.steps == 1
+    ctx.temporal.result.set_result(Outcome(result=RESULT))
+    await asyncio.wait_for(task, 5)
+
+
+class FakeRedis:
+    """xread hands out one batch, then blocks like an idle stream."""
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    async def xread(self, streams, block, count):
+        if self.batch is None:
+            await asyncio.sleep(block / 1000)
+            return []
+        batch, self.batch = self.batch, None
+        return batch
+
+    async def aclose(self):
+        pass
+
+
+async def test_the_stream_hub_passes_steps_and_drops_live_model_text(monkeypatch):
+    key = naming.stream_key(WID)
+    step = encode_step({"ord": [1], "type": "agent_start", "agent": "a", "data": {"type": "agent_start"}, "ts": ""})
+    delta = encode_model_delta(agent="a", model="m", call="2", seq=0, text="Hel", ts="")
+    raw = [{k.encode(): v.encode() for k, v in e.items()} for e in (step, delta, step)]
+    batch = [(key.encode(), [(b"1-0", raw[0]), (b"2-0", raw[1]), (b"3-0", raw[2])])]
+    monkeypatch.setattr(stream.aioredis.Redis, "from_url", lambda *a, **k: FakeRedis(batch))
+    hub = stream.StreamHub("redis://fake", block_ms=50)
+    sub = hub.subscribe(WID)
+    hub.start()
+    try:
+        await until(lambda: sub.last_id == "3-0", "the batch")
+        got = [sub.queue.get_nowait() for _ in range(sub.queue.qsize())]
+    finally:
+        await hub.close()
+    assert [(entry_id, s["type"]) for entry_id, s in got] == [("1-0", "agent_start"), ("3-0", "agent_start")]

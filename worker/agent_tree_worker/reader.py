@@ -29,7 +29,9 @@ from agent_tree.contract import (
     RUN_END,
     TOOL_END,
     TOOL_START,
+    is_transient,
     ord_str,
+    parse_ord,
 )
 from agent_tree.events import approval_decision_text, approval_request_text, format_event, preview
 from agent_tree_worker import payloads
@@ -56,11 +58,7 @@ async def resolve_run(ref: str, store: HistoryStore | None) -> str:
 
 def render(step: dict[str, Any]) -> str:
     data = step["data"]
-    ts = str(step.get("ts") or "")
-    try:
-        ts = datetime.fromisoformat(ts).strftime("%H:%M:%S.%f")[:-3]
-    except ValueError:
-        pass
+    ts = _clock(step.get("ts"))
     if step["type"] == MODEL_USAGE:
         text = (
             f"  $ {data.get('agent')} model {data.get('model')}: {data.get('total_tokens', 0)} tokens "
@@ -71,6 +69,49 @@ def render(step: dict[str, Any]) -> str:
         if step["type"] in (TOOL_START, TOOL_END) and step.get("agent"):
             text = f"  [{step['agent']}]{text[1:]}"
     return f"{ts} {text}"
+
+
+class DeltaLine:
+    """Live model text (``model_delta`` entries) printed as it arrives: one line per model call,
+    ``HH:MM:SS.mmm   ~ AGENT: text...``, ended when another call's text or any step is printed."""
+
+    def __init__(self, out: TextIO, as_json: bool) -> None:
+        self.out = out
+        self.as_json = as_json
+        self.call: str | None = None  # the model call whose line is open
+
+    def add(self, entry: dict[str, Any], last: list[int] | None = None) -> None:
+        """Print one entry's text, unless its call's reply is already among the printed steps
+        (``last``, the greatest ord printed: a reader that joins late skips finished calls' text)."""
+        data = entry.get("data") or {}
+        call = str(data.get("call") or "")
+        try:
+            if last is not None and parse_ord(call) <= last:
+                return
+        except ValueError:
+            pass
+        if self.as_json:
+            print(json.dumps(entry, default=str), file=self.out, flush=True)
+            return
+        if self.call != call or data.get("seq") == 0:  # seq 0: a new call, or a retry of the same call
+            self.end()
+            ts = _clock(entry.get("ts"))
+            print(f"{ts}   ~ {data.get('agent') or entry.get('agent') or ''}: ", end="", file=self.out)
+            self.call = call
+        print(str(data.get("text") or "").replace("\n", "\n    "), end="", file=self.out, flush=True)
+
+    def end(self) -> None:
+        """End the open line (before a step is printed, and when following stops)."""
+        if self.call is not None:
+            print(file=self.out, flush=True)
+            self.call = None
+
+
+def _clock(ts: Any) -> str:
+    try:
+        return datetime.fromisoformat(str(ts or "")).strftime("%H:%M:%S.%f")[:-3]
+    except ValueError:
+        return str(ts or "")
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
@@ -151,11 +192,16 @@ async def follow_logs(
     poll_seconds: float = 0.5,
     deadline: float | None = None,
 ) -> str | None:
-    """Print a run's steps; with ``follow`` keep printing until the run ends. Returns the final status."""
+    """Print a run's steps; with ``follow`` keep printing until the run ends. Returns the final status.
+
+    While following, live model text (``model_delta`` stream entries) is printed as it arrives
+    (:class:`DeltaLine`); it is never in PostgreSQL, so a finished run's logs do not show it.
+    """
     workflow_id = await resolve_run(ref, store)
     printed: set[tuple[int, ...]] = set()
     last: list[int] | None = None
     emit_line: Callable[[dict[str, Any]], str] = (lambda s: json.dumps(s, default=str)) if as_json else render
+    deltas = DeltaLine(out, as_json)
 
     def emit(step: dict[str, Any]) -> None:
         nonlocal last
@@ -165,6 +211,7 @@ async def follow_logs(
         printed.add(key)
         if last is None or step["ord"] > last:
             last = step["ord"]
+        deltas.end()
         print(emit_line(step), file=out, flush=True)
 
     pg_down: BaseException | None = None  # the last PostgreSQL error while it is unreachable
@@ -197,41 +244,53 @@ async def follow_logs(
         if pg_down is not None:
             raise pg_down  # no Redis configured and PostgreSQL unreachable: nothing to follow
         print("# no Redis configured: following PostgreSQL", file=err)
-    while deadline is None or loop.time() < deadline:
-        entries: list[dict[str, Any]] = []
-        if redis_ok:
-            try:
-                async for entry_id, step in stream.follow(workflow_id, stream_id, block_ms=1000):
-                    stream_id = entry_id
-                    if step["type"] == RUN_END:
-                        status = step["data"].get("status")
-                    else:
-                        entries.append(step)
-            except (RedisError, OSError) as exc:
-                if store is None or pg_down is not None:  # Redis was the only source left
-                    if isinstance(exc, RedisError):
-                        raise
-                    raise RedisConnectionError(str(exc)) from exc
-                redis_ok = False
-                print(f"# Redis unavailable ({type(exc).__name__}); following PostgreSQL", file=err)
-        else:
-            await asyncio.sleep(poll_seconds)
-        if store is None or not await from_store():
-            if not redis_ok:
-                raise pg_down  # type: ignore[misc]  # PostgreSQL was the only source left
-            if store is not None and not noted:
-                print(f"# PostgreSQL unavailable ({type(pg_down).__name__}); showing the live stream only", file=err)
-                noted = True
-            for step in sorted(entries, key=lambda s: s["ord"]):
-                emit(step)
-        if status is None and store is not None and pg_down is None:
-            try:
-                run = await store.get_run(workflow_id)
-            except RETRYABLE:
-                run = None
-            if run and run["status"] in TERMINAL:
-                status = run["status"]
-                await from_store()
-        if status is not None:
-            return status
-    return None
+    try:
+        while deadline is None or loop.time() < deadline:
+            entries: list[dict[str, Any]] = []
+            live_only = False  # the batch held model text only: nothing new in PostgreSQL to read
+            if redis_ok:
+                try:
+                    async for entry_id, step in stream.follow(workflow_id, stream_id, block_ms=1000):
+                        stream_id = entry_id
+                        if is_transient(step):
+                            deltas.add(step, last)
+                            live_only = not entries and status is None
+                        elif step["type"] == RUN_END:
+                            status, live_only = step["data"].get("status"), False
+                        else:
+                            entries.append(step)
+                            live_only = False
+                except (RedisError, OSError) as exc:
+                    if store is None or pg_down is not None:  # Redis was the only source left
+                        if isinstance(exc, RedisError):
+                            raise
+                        raise RedisConnectionError(str(exc)) from exc
+                    redis_ok = False
+                    print(f"# Redis unavailable ({type(exc).__name__}); following PostgreSQL", file=err)
+            else:
+                await asyncio.sleep(poll_seconds)
+            if live_only:
+                continue
+            if store is None or not await from_store():
+                if not redis_ok:
+                    raise pg_down  # type: ignore[misc]  # PostgreSQL was the only source left
+                if store is not None and not noted:
+                    print(
+                        f"# PostgreSQL unavailable ({type(pg_down).__name__}); showing the live stream only", file=err
+                    )
+                    noted = True
+                for step in sorted(entries, key=lambda s: s["ord"]):
+                    emit(step)
+            if status is None and store is not None and pg_down is None:
+                try:
+                    run = await store.get_run(workflow_id)
+                except RETRYABLE:
+                    run = None
+                if run and run["status"] in TERMINAL:
+                    status = run["status"]
+                    await from_store()
+            if status is not None:
+                return status
+        return None
+    finally:
+        deltas.end()

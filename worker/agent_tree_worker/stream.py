@@ -69,6 +69,23 @@ class StepStream:
             )
             return False
 
+    async def publish_transient(self, run_id: str, entries: list[dict[str, str]]) -> bool:
+        """XADD already encoded transient entries (``agent_tree.contract.encode_model_delta``): live
+        only, never in PostgreSQL. False (never an exception) when Redis is unset or unavailable."""
+        if not self.url or not entries or time.monotonic() < self._down_until:
+            return False
+        key = stream_key(run_id)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for entry in entries:
+                pipe.xadd(key, entry, maxlen=self.maxlen, approximate=True)
+            await pipe.execute()
+            return True
+        except (RedisError, OSError) as exc:
+            self._down_until = time.monotonic() + self.backoff_seconds
+            log.warning("Redis unavailable, live model text of %s not published (%s)", run_id, exc)
+            return False
+
     async def follow(self, run_id: str, last_id: str = "0", block_ms: int = 1000) -> AsyncIterator[tuple[str, dict]]:
         """Entries after ``last_id``, blocking up to ``block_ms`` for new ones; raises RedisError when down."""
         reply = await self.client.xread({stream_key(run_id): last_id}, block=block_ms, count=500)

@@ -5,7 +5,8 @@ by the worker; entries decoded with the contract's :func:`agent_tree.contract.de
 ``XREAD`` can block on many streams at once, so a single hub task serves every run the operator
 follows, and each run's daemon reads its entries from an in-memory queue. When Redis is unset or
 down, :attr:`StreamHub.available` is False and the daemons fall back to the workflow's ``progress``
-query; the hub reconnects with backoff in the meantime.
+query; the hub reconnects with backoff in the meantime. Transient entries (live model text,
+``agent_tree.contract.MODEL_DELTA``) are skipped here: they are never steps and never move a status.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from agent_tree.contract import decode_step
+from agent_tree.contract import decode_step, is_transient
 from agent_tree.naming import stream_key
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,8 @@ class StreamHub:
                 for raw_id, fields in entries:
                     entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
                     sub.last_id = entry_id
+                    if is_transient(fields):  # live model text: never a step, never status
+                        continue
                     try:
                         step = decode_step(fields)
                     except ValueError:
