@@ -35,7 +35,12 @@ from agent_tree.spec import (
 from agent_tree.unavailable import EXIT_UNAVAILABLE, ServiceUnavailable
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-PLUGINS = ("agent_tree_worker.cli", "agent_tree_operator.cli", "agent_tree_operator.commands.budget")
+PLUGINS = (
+    "agent_tree_worker.cli",
+    "agent_tree_operator.cli",
+    "agent_tree_operator.commands.budget",
+    "agent_tree_api.cli",
+)
 
 
 def load_documents(path: str) -> list[tuple[str, Any]]:

@@ -97,7 +97,7 @@ def decode_cursor(text: str, flag: str = "--cursor") -> tuple[datetime, str]:
     except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
         raise UsageError(
             f"{flag} {text!r}: not a cursor of this listing (the 'more:' line of 'agent-tree runs', "
-            "or next_cursor of the API)"
+            "or nextCursor of the API)"
         ) from None
 
 

@@ -11,6 +11,7 @@ AgentRun's models live in :mod:`agent_tree.spec_runs` and the worker settings in
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import (
@@ -398,26 +399,30 @@ def _loc_to_path(loc: tuple[Any, ...]) -> str:
 
 def format_errors(exc: ValidationError) -> list[str]:
     """Pydantic errors as ``field.path: message`` lines a user can act on."""
-    lines: list[str] = []
-    for err in exc.errors(include_url=False):
-        base = _loc_to_path(err["loc"])
-        message = err["msg"].removeprefix("Value error, ")
+    return [f"{path}: {message}" if path else message for path, message in error_items(exc.errors(include_url=False))]
+
+
+def error_items(errors: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """Pydantic error dicts (``exc.errors()``) as ``(field.path, message)`` pairs a user can act on."""
+    items: list[tuple[str, str]] = []
+    for err in errors:
+        base = _loc_to_path(tuple(err["loc"]))
+        message = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "missing":
             message = "required field is missing"
         elif err["type"] == "extra_forbidden":
             message = "unknown field; remove it or check its spelling"
-        elif err["type"].endswith(("_type", "_parsing", "literal_error")) and not isinstance(
+        elif str(err["type"]).endswith(("_type", "_parsing", "literal_error")) and not isinstance(
             err.get("input"), dict | list
         ):
             message = f"{message} (got {err.get('input')!r})"
         for line in message.split("\n"):
             match = _PATH_PREFIX.match(line)
             if match:
-                path = f"{base}.{match.group(1)}" if base else match.group(1)
-                lines.append(f"{path}: {line[match.end() :]}")
+                items.append((f"{base}.{match.group(1)}" if base else match.group(1), line[match.end() :]))
             else:
-                lines.append(f"{base}: {line}" if base else line)
-    return lines
+                items.append((base, line))
+    return items
 
 
 class ManifestError(ValueError):

@@ -55,6 +55,7 @@ PLUGIN_NAMES = {
     ("agent_tree/cli.py", "agent_tree_worker.cli"),
     ("agent_tree/cli.py", "agent_tree_operator.cli"),
     ("agent_tree/cli.py", "agent_tree_operator.commands.budget"),
+    ("agent_tree/cli.py", "agent_tree_api.cli"),
 }
 
 
