@@ -35,7 +35,7 @@ QUEUE_MAX = 5000
 PAGE = 1000
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: a set holds each listener
 class Subscription:
     """What one listener receives: ``(kind, payload)`` with kind ``step``, ``delta``, ``end`` or ``drop``."""
 

@@ -1,0 +1,116 @@
+"""A run's event stream in-process: framing, resume position, catch-up while a feed runs, order without
+duplicates, heartbeats, the end, and a slow client being dropped instead of growing memory."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from agent_tree_api import feeds as feeds_module
+from agent_tree_api import sse
+from api_fakes import client, make_services
+
+WF = "agentrun.team-a.live.u1"
+ALICE = {"Authorization": "Bearer alice-token"}
+
+
+def parse(raw: bytes) -> list[dict[str, Any]]:
+    """SSE frames as dicts (id, event, data text, or comment / retry)."""
+    frames = []
+    for block in raw.decode().split("\n\n"):
+        if not block:
+            continue
+        frame: dict[str, Any] = {}
+        for line in block.split("\n"):
+            key, _, value = line.partition(": ") if not line.startswith(":") else ("comment", "", line[1:].strip())
+            frame[key] = value
+        frames.append(frame)
+    return frames
+
+
+async def collect(gen, limit_s: float = 5.0) -> list[dict[str, Any]]:
+    """Every frame until the generator ends by itself (it must, after ``end``)."""
+    out: list[bytes] = []
+
+    async def run() -> None:
+        async for chunk in gen:
+            out.append(chunk)
+
+    await asyncio.wait_for(run(), limit_s)
+    return parse(b"".join(out))
+
+
+async def test_a_finished_run_gives_snapshot_history_then_end_and_resumes_after_a_position():
+    svc = make_services()
+    for i in range(1, 6):
+        svc.history.add_step(WF, [i])
+    svc.history.runs[WF] = {"status": "completed", "answer": "done"}
+    frames = await collect(sse.events(svc, WF, None, {"name": "live"}, finished=True))
+    assert frames[0] == {"retry": "2000"}
+    assert frames[1]["event"] == "snapshot" and "id" not in frames[1]
+    assert [f["id"] for f in frames[2:-1]] == ["1", "2", "3", "4", "5"]
+    assert {f["event"] for f in frames[2:-1]} == {"reasoning"}  # named by the history's step type
+    assert frames[-1]["event"] == "end" and '"status":"completed"' in frames[-1]["data"] and "id" not in frames[-1]
+    resumed = await collect(sse.events(svc, WF, [3], {}, finished=True))
+    assert [f["id"] for f in resumed if "id" in f] == ["4", "5"]
+
+
+async def test_live_steps_arrive_once_in_order_across_a_catch_up_and_a_running_feed():
+    svc = make_services()
+    svc.history.add_step(WF, [1])
+    first = sse.events(svc, WF, None, {}, finished=False)
+    got_first = asyncio.create_task(collect(first))
+    await asyncio.sleep(0.1)
+    svc.history.add_step(WF, [2])
+    svc.history.add_step(WF, [2, 1])
+    await asyncio.sleep(0.1)
+    # a second client joins the running feed at position 1: it reads 2 and 2.1 itself, then follows
+    second = asyncio.create_task(collect(sse.events(svc, WF, [1], {}, finished=False)))
+    await asyncio.sleep(0.1)
+    svc.history.add_step(WF, [3])
+    svc.history.runs[WF] = {"status": "completed", "answer": "a"}
+    one, two = await got_first, await second
+    assert [f["id"] for f in one if "id" in f] == ["1", "2", "2.1", "3"]
+    assert [f["id"] for f in two if "id" in f] == ["2", "2.1", "3"]
+    assert one[-1]["event"] == two[-1]["event"] == "end"
+    assert svc.feeds.open_feeds == 0  # the feed stopped with its last listener
+    assert svc.metrics.open_streams._value.get() == 0
+
+
+async def test_silence_sends_a_heartbeat_comment():
+    svc = make_services()  # heartbeat_seconds=0.2
+    gen = sse.events(svc, WF, None, {}, finished=False)
+    chunks = [await gen.__anext__() for _ in range(3)]
+    await gen.aclose()
+    assert chunks[2] == b": keep-alive\n\n"
+
+
+async def test_a_client_that_falls_behind_is_told_to_reconnect(monkeypatch):
+    monkeypatch.setattr(feeds_module, "QUEUE_MAX", 3)
+    svc = make_services()
+    sub = svc.feeds.subscribe(WF, None)
+    feed = svc.feeds._feeds[WF]
+    for i in range(1, 6):
+        feed.broadcast("step", {"ord": [i]})
+    kinds = [sub.queue.get_nowait()[0] for _ in range(sub.queue.qsize())]
+    svc.feeds.unsubscribe(sub)
+    assert kinds == ["step", "step", "step", "drop"]
+
+
+async def test_the_http_stream_has_the_headers_proxies_need():
+    svc = make_services()
+    svc.history.runs[WF] = {
+        "workflow_id": WF, "namespace": "team-a", "name": "live", "uid": "u1", "status": "completed",
+        "steps": 1, "answer": "x", "started_at": None, "finished_at": None,
+    }  # fmt: skip
+    svc.history.add_step(WF, [1])
+    async with client(svc) as http:
+        r = await http.get("/api/v1/namespaces/team-a/runs/live/events", headers={**ALICE, "Last-Event-ID": "0"})
+        bad = await http.get("/api/v1/namespaces/team-a/runs/live/events", headers={**ALICE, "Last-Event-ID": "x.y"})
+        bad_since = await http.get("/api/v1/namespaces/team-a/runs/live/events?since=a", headers=ALICE)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert r.headers["x-accel-buffering"] == "no" and r.headers["cache-control"] == "no-cache"
+    assert [f.get("event") for f in parse(r.content)] == [None, "snapshot", "reasoning", "end"]
+    assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "Last-Event-ID"
+    assert bad_since.status_code == 400 and bad_since.json()["errors"][0]["field"] == "since"
