@@ -61,8 +61,8 @@ class SecretKeyRef(_Model):
     key: str = Field(min_length=1, max_length=253)
 
 
-NEWER_FIELDS = ("approval", "pricing", "budgets")
-"""Fields added after runs and revisions existed (issue 12): left out of a dump while unset, so a spec
+NEWER_FIELDS = ("approval", "pricing", "budgets", "stream")
+"""Fields added after runs and revisions existed (issues 12 and 13): left out of a dump while unset, so a spec
 that uses none of them dumps as before: its revision hash stays, and workers of the previous version
 (whose models forbid unknown fields) still accept the spec snapshotted into a run's input."""
 
@@ -94,6 +94,13 @@ class ModelSpec(_Model):
     maxTurns: int = Field(default=8, ge=1, le=50, description="Model calls per agent turn (tool loops).")
     pricing: Pricing | None = Field(
         default=None, description="USD prices of this model, for spec.budgets.maxCostUSD (AgentRun and AgentTree)."
+    )
+    stream: bool | None = Field(
+        default=None,
+        description=(
+            "Stream replies so runs show the text live (default: true; the worker falls back by itself when "
+            "the endpoint refuses). false: call the endpoint without streaming."
+        ),
     )
 
     @model_serializer(mode="wrap")

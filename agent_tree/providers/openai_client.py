@@ -2,22 +2,27 @@
 
 The API key comes from the agent's own variable, its mounted Secret (``model.apiKeySecretRef``), or
 the shared variables (:func:`api_key`); the endpoint from ``model.baseUrl`` or the environment.
-Used by the embedded behaviour (:mod:`.embedded`) and by the worker's model-call activity.
+Used by the embedded behaviour (:mod:`.embedded`, without streaming) and by the worker's model-call
+activity (streaming, to publish the text live: :mod:`.openai_stream` assembles the chunks).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import os
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from agent_tree import ledger, registry
+from agent_tree.providers.openai_stream import ReplyAssembler
 from agent_tree.spec import AgentSpec
+
+log = logging.getLogger(__name__)
 
 SECRETS_DIR_ENV = "AGENT_TREE_SECRETS_DIR"
 DEFAULT_SECRETS_DIR = "/var/run/secrets/agent-tree"
@@ -127,10 +132,28 @@ def tool_definitions(agent: AgentSpec, resolve: Callable[[str], Callable[..., An
     return out
 
 
+OnDelta = Callable[[str], Awaitable[None] | None]
+"""Called with each piece of content text as the model generates it (sync or async)."""
+
+_no_streaming: set[tuple[str | None, str]] = set()
+"""(endpoint, model) pairs that refused or ignored ``stream=True``: called without streaming since."""
+
+
 async def call_model(
-    agent: AgentSpec, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, *, max_retries: int = 2
+    agent: AgentSpec,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    *,
+    max_retries: int = 2,
+    on_delta: OnDelta | None = None,
 ) -> dict[str, Any]:
-    """One Chat Completions call; returns ``{"content", "tool_calls", "usage", "finish_reason", "model"}``."""
+    """One Chat Completions call; returns ``{"content", "tool_calls", "usage", "finish_reason", "model"}``.
+
+    With ``on_delta`` (and ``model.stream`` not false) the call streams (``stream=True``, usage
+    included) and ``on_delta`` gets each content delta; the reply is assembled into the same dict.
+    An endpoint that answers 400 naming ``stream``, or streams no chunk at all, is called again once
+    without streaming, and without streaming from then on (per endpoint and model, per process).
+    """
     assert agent.model is not None, f"agent {agent.name!r} has no model"
     model = agent.model.model_dump(mode="json")
     # The run's maxTokens / maxCostUSD, this call's max_tokens reserved; the caller reports what it
@@ -143,7 +166,21 @@ async def call_model(
         kwargs["temperature"] = agent.model.temperature
     if agent.model.maxTokens is not None:
         kwargs["max_tokens"] = agent.model.maxTokens
-    response = await client_for(agent, max_retries=max_retries).chat.completions.create(**kwargs)
+    client = client_for(agent, max_retries=max_retries)
+    endpoint = (base_url(agent), agent.model.name)
+    if on_delta is not None and agent.model.stream is not False and endpoint not in _no_streaming:
+        try:
+            return await _streamed(client, kwargs, on_delta)
+        except _NoStreaming as exc:
+            log.warning(
+                "model %r at %s: %s; calling it without streaming from now on (set model.stream: false to "
+                "skip the attempt)",
+                endpoint[1],
+                endpoint[0] or "the default endpoint",
+                exc,
+            )
+            _no_streaming.add(endpoint)
+    response = await client.chat.completions.create(**kwargs)
     if not response.choices:
         raise ValueError(f"the endpoint returned no choices for agent {agent.name!r}")
     choice = response.choices[0]
@@ -164,3 +201,27 @@ async def call_model(
         "finish_reason": choice.finish_reason,
         "model": response.model,
     }
+
+
+class _NoStreaming(Exception):
+    """The endpoint cannot stream (refused it, or sent no chunk): call it without streaming."""
+
+
+async def _streamed(client: Any, kwargs: dict[str, Any], on_delta: OnDelta) -> dict[str, Any]:
+    try:
+        stream = await client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
+    except Exception as exc:  # openai.BadRequestError; the SDK is imported only where a client is made
+        if getattr(exc, "status_code", None) == 400 and "stream" in str(exc).lower():
+            raise _NoStreaming(f"streaming refused ({exc})") from exc
+        raise
+    reply = ReplyAssembler()
+    async with stream:
+        async for chunk in stream:
+            text = reply.add(chunk)
+            if text:
+                pending = on_delta(text)
+                if inspect.isawaitable(pending):
+                    await pending
+    if reply.chunks == 0:
+        raise _NoStreaming("the streamed reply had no chunk")
+    return reply.reply()

@@ -123,7 +123,8 @@ def worker_env(temporal_address: str, database_url: str | None, redis_url: str |
     env.update(
         AGENT_TREE_TEMPORAL_ADDRESS=temporal_address,
         AGENT_TREE_GRACEFUL_SHUTDOWN_SECONDS="5",
-        PYTHONPATH=os.pathsep.join([str(HERE), str(EXAMPLE), str(REPO)]),
+        # This checkout's packages, also when the venv's editable install points at another one.
+        PYTHONPATH=os.pathsep.join([str(HERE), str(EXAMPLE), str(REPO), str(REPO / "worker"), str(REPO / "operator")]),
         AGENT_TREE_LOG_LEVEL="INFO",
     )
     if database_url:

@@ -17,16 +17,16 @@ from temporalio.exceptions import ApplicationError
 
 from agent_tree import approval_gate, ledger, policy, registry, usage
 from agent_tree.compiler import CompiledTree, CompileError, compile_tree
-from agent_tree.contract import APPROVAL_DECIDED, MODEL_USAGE, TOOL_END, TOOL_START
+from agent_tree.contract import APPROVAL_DECIDED, MODEL_USAGE, TOOL_END, TOOL_START, ord_str
 from agent_tree.events import event_hooks
 from agent_tree.models import HandoffResult, ToolResult
 from agent_tree.node import AgentNode, error_message
 from agent_tree.orchestrator import plan_thought, plan_with_usage
 from agent_tree.providers import embedded, openai_client, replies, routing
-from agent_tree.spec import AgentTreeSpec
+from agent_tree.spec import AgentSpec, AgentTreeSpec
 from agent_tree.turns import run_turn
+from agent_tree_worker import deltas, metrics, payloads
 from agent_tree_worker import inputs as t
-from agent_tree_worker import metrics, payloads
 from agent_tree_worker.forks import Forks
 from agent_tree_worker.python_approvals import NEEDS_APPROVAL, DivergedTurn, DurableGate, NeedsApproval
 from agent_tree_worker.store import HistoryStore
@@ -342,10 +342,17 @@ class Activities:
                 tools = routing.router_tools([(c, spec.agent(c).description) for c in agent.children])
             else:
                 tools = openai_client.tool_definitions(agent)
-            async with heartbeating():
-                with metrics.model_call(agent.name, getattr(agent.model, "name", "") or "") as call:
-                    response = await openai_client.call_model(agent, messages, tools, max_retries=0)
-                    call.usage = response.get("usage") or {}
+            live = self.live_text(inp, agent)
+            try:
+                async with heartbeating():
+                    with metrics.model_call(agent.name, getattr(agent.model, "name", "") or "") as call:
+                        response = await openai_client.call_model(
+                            agent, messages, tools, max_retries=0, on_delta=live.add if live else None
+                        )
+                        call.usage = response.get("usage") or {}
+            finally:
+                if live is not None:
+                    await live.close()
         except (openai_client.ModelConfigError, registry.EntrypointError) as exc:
             raise ApplicationError(str(exc), type="ModelConfigError", non_retryable=True) from None
         except Exception as exc:
@@ -363,6 +370,15 @@ class Activities:
             response["content"] = await self.store.put_blob(inp.run_id, response["content"])
         await self.forks.record(inp.run_id, inp.ord, "model", response)
         return response
+
+    def live_text(self, inp: t.ModelCallInput, agent: AgentSpec) -> deltas.Coalescer | None:
+        """The call's text while it is generated, to the run's stream (its key: the call's fork key)."""
+        if inp.ord:
+            call = ord_str(inp.ord)
+        else:
+            info = activity.info()
+            call = f"{info.workflow_run_id}/{info.activity_id}"
+        return deltas.live_text(self.stream, inp.run_id, agent, call)
 
     async def _resolve_message(self, message: dict[str, Any]) -> dict[str, Any]:
         content = message.get("content")
