@@ -87,11 +87,12 @@ class Feed:
         stream_id = await self.hub.stream_position(self.workflow_id)
         last_check = 0.0
         ended: dict[str, Any] | None = None
+        need_read = True  # PostgreSQL may hold steps not sent yet
         while self.subscribers:
-            woke = False
             try:
                 if ended is None:
-                    await self.read_history()
+                    if need_read:
+                        await self.read_history()
                     if time.monotonic() - last_check >= self.hub.poll_seconds:
                         last_check = time.monotonic()
                         ended = await self.final_status()
@@ -99,26 +100,29 @@ class Feed:
                     await self.read_history()  # the run's last steps were written before its end
                     self.broadcast("end", ended)
                     return
+                need_read = False
             except HistoryUnavailable as exc:
                 log.warning("run %s: %s; retrying", self.workflow_id, exc)
             if stream_id is not None:
                 try:
                     entries = await self.hub.read_stream(self.workflow_id, stream_id)
+                    if not entries:
+                        need_read, last_check = True, 0.0  # a quiet stream: look at PostgreSQL now
                     for entry_id, fields in entries:
                         stream_id = entry_id
-                        woke = True
                         if is_transient(fields):
-                            self.broadcast("delta", decode_step(fields))
-                        elif fields.get(b"type") == RUN_END.encode():
+                            self.broadcast("delta", decode_step(fields))  # model text: no PostgreSQL read
+                            continue
+                        need_read = True
+                        if fields.get(b"type") == RUN_END.encode():
                             ended = decode_step(fields)["data"]
                 except (RedisError, OSError) as exc:
                     log.warning("run %s: Redis unavailable (%s); polling PostgreSQL", self.workflow_id, exc)
                     stream_id = None
             if stream_id is None:
                 await asyncio.sleep(self.hub.poll_seconds)
+                need_read = True
                 stream_id = await self.hub.stream_position(self.workflow_id)
-            elif not woke:
-                last_check = 0.0  # a quiet stream: look at the run's status in PostgreSQL now
 
 
 class Feeds:

@@ -114,3 +114,39 @@ async def test_the_http_stream_has_the_headers_proxies_need():
     assert [f.get("event") for f in parse(r.content)] == [None, "snapshot", "reasoning", "end"]
     assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "Last-Event-ID"
     assert bad_since.status_code == 400 and bad_since.json()["errors"][0]["field"] == "since"
+
+
+async def test_model_text_is_passed_on_without_reading_postgresql_and_the_end_marker_ends_the_feed():
+    from agent_tree.contract import encode_model_delta, encode_run_end
+
+    svc = make_services()
+    svc.history.add_step(WF, [1])
+    raw = lambda fields: {k.encode(): v.encode() for k, v in fields.items()}  # noqa: E731 - Redis gives bytes
+    batches = [
+        [(f"1-{i}", raw(encode_model_delta(agent="a", model="m", call="1", seq=i, text=f"t{i}", ts="")))]
+        for i in range(20)
+    ]
+    batches.append([("2-0", raw(encode_run_end({"status": "completed", "answer": "t"})))])
+    reads = 0
+    steps = svc.history.steps
+
+    async def counting_steps(*args, **kwargs):
+        nonlocal reads
+        reads += 1
+        return await steps(*args, **kwargs)
+
+    async def stream_position(workflow_id):
+        return "0-0"
+
+    async def read_stream(workflow_id, after):
+        await asyncio.sleep(0.01)
+        return batches.pop(0) if batches else []
+
+    svc.history.steps = counting_steps
+    svc.feeds.stream_position = stream_position
+    svc.feeds.read_stream = read_stream
+    svc.feeds.poll_seconds = 60  # no timed status checks: only the stream can end it
+    frames = await collect(sse.events(svc, WF, None, {}, finished=False))
+    assert [f["event"] for f in frames[2:]] == ["reasoning"] + ["model_delta"] * 20 + ["end"]
+    assert '"text":"t0"' in frames[3]["data"] and "id" not in frames[3]
+    assert reads == 2  # once when the feed starts, once for the end marker; none for the 20 text batches
