@@ -84,6 +84,11 @@ class History:
         rows = await self._fetch(f"SELECT {RUN_COLUMNS} FROM runs WHERE workflow_id = $1", workflow_id)
         return dict(rows[0]) if rows else None
 
+    async def count_steps(self, workflow_id: str) -> int:
+        """How many steps the run recorded (what ``spec.forkFrom.step`` and the steps' ``number`` count)."""
+        rows = await self._fetch("SELECT count(*) AS n FROM steps WHERE run_id = $1", workflow_id)
+        return int(rows[0]["n"])
+
     async def steps(self, workflow_id: str, after: list[int] | None = None, limit: int = 1000) -> list[Step]:
         """Up to ``limit`` steps after ``after`` (None: from the first), in order."""
         rows = await self._fetch(

@@ -97,6 +97,9 @@ class FakeHistory(History):
         rows = sorted(self.step_rows.get(workflow_id, []), key=lambda s: s["ord"])
         return [s for s in rows if after is None or s["ord"] > after][:limit]
 
+    async def count_steps(self, workflow_id: str) -> int:
+        return len(self.step_rows.get(workflow_id, []))
+
     def add_step(self, workflow_id: str, ord_: list[int], kind: str = "reasoning", **data: Any) -> dict[str, Any]:
         step = {"ord": ord_, "type": kind, "agent": "root", "data": {"thought": ord_str(ord_), **data}, "ts": ""}
         self.step_rows.setdefault(workflow_id, []).append(step)

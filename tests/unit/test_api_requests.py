@@ -184,6 +184,21 @@ async def test_steps_page_by_cursor_and_refuse_a_cursor_of_another_run(svc):
     assert huge.status_code == 422 and huge.json()["errors"][0]["field"] == "limit"
 
 
+async def test_fork_step_is_checked_against_the_recorded_steps(svc):
+    workflow_id = _run(svc, "src", 2)
+    svc.history.runs[workflow_id]["steps"] = 1  # the row counts routing steps, not recorded ones
+    for i in range(3, 8):
+        svc.history.add_step(workflow_id, [i])
+    async with client(svc) as http:
+        ok = await http.post(f"{RUNS}/src/fork", json={"step": 6, "name": "src-six"}, headers=ALICE)
+        over = await http.post(f"{RUNS}/src/fork", json={"step": 8}, headers=ALICE)
+    assert ok.status_code == 201, ok.text
+    assert created(svc) == [f"/apis/{naming.GROUP}/{naming.VERSION}/namespaces/team-a/agentruns/src-six"]
+    assert over.status_code == 422 and over.json()["errors"] == [
+        {"field": "step", "message": "run src has 7 steps; choose one from 1 to 7"}
+    ]
+
+
 async def test_a_deleted_run_is_read_from_the_history(svc):
     _run(svc, "gone", 2)
     async with client(svc) as http:

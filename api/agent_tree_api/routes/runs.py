@@ -196,11 +196,12 @@ async def _fork(
         if row is None:
             raise ApiError(404, "NotFound", f"AgentRun {namespace}/{source}: not in the cluster and not in the history")
     if step is not None:
+        # The recorded steps, as the steps listing numbers them (the row's `steps` counts routing steps).
         row = await history_call(svc.history.latest_run(namespace, source))
-        if row is not None and step > int(row.get("steps") or 0) and row.get("status") != "running":
-            raise ApiError.invalid(
-                "step", f"run {source} has {row.get('steps')} steps; choose one from 1 to {row.get('steps')}"
-            )
+        if row is not None and row.get("status") != "running":
+            total = await history_call(svc.history.count_steps(row["workflow_id"]))
+            if step > total:
+                raise ApiError.invalid("step", f"run {source} has {total} steps; choose one from 1 to {total}")
     manifest = fork_manifest(
         body.name or new_name(source, kind),
         source,
