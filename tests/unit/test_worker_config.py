@@ -45,6 +45,16 @@ def test_config_errors_name_the_variable() -> None:
         WorkerConfig.load(tree="invoice", agent="a", env={})
     with pytest.raises(SettingsError, match="AGENT_TREE_GRACEFUL_SHUTDOWN_SECONDS"):
         WorkerConfig.load(task_queue="q", env={"AGENT_TREE_GRACEFUL_SHUTDOWN_SECONDS": "soon"})
+    with pytest.raises(SettingsError, match=r"AGENT_TREE_STREAM_MAXLEN=0 is outside 1\.\.10000000"):
+        WorkerConfig.load(task_queue="q", env={"AGENT_TREE_STREAM_MAXLEN": "0"})
+
+
+def test_stream_maxlen_from_env_small_ones_trimmed_exactly() -> None:
+    assert WorkerConfig.load(task_queue="q", env={}).stream_maxlen == 10_000
+    assert WorkerConfig.load(task_queue="q", env={"AGENT_TREE_STREAM_MAXLEN": "5"}).stream_maxlen == 5
+    # "MAXLEN ~ 5" would never trim a short stream (Redis trims whole nodes of 100 entries)
+    assert StepStream("redis://x", maxlen=5).approximate is False
+    assert StepStream("redis://x").approximate is True
 
 
 def test_cli_registers_worker_commands() -> None:
@@ -88,6 +98,38 @@ def test_stream_entries_round_trip() -> None:
     assert entry["ord"] == "3.1.2" and parse_ord(ord_str([3, 1, 2])) == [3, 1, 2]
     back = decode_step({k.encode(): v.encode() for k, v in entry.items()})
     assert back["ord"] == [3, 1, 2] and back["data"]["truncated"] is True and "output" not in back["data"]
+
+
+class _Pipe:
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+
+    def xadd(self, key: str, fields: dict, **kw: object) -> None:
+        self.calls.append(kw)
+
+    def expire(self, *args: object) -> None:
+        pass
+
+    async def execute(self) -> None:
+        pass
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.calls: list = []
+
+    def pipeline(self, transaction: bool) -> _Pipe:
+        return _Pipe(self.calls)
+
+
+async def test_publish_trims_to_maxlen() -> None:
+    step = {"ord": [1], "type": "reasoning", "agent": "a", "data": {"type": "reasoning"}}
+    for maxlen, approximate in ((3, False), (10_000, True)):
+        stream = StepStream("redis://x", maxlen=maxlen)
+        stream._client = client = _Client()  # type: ignore[assignment]
+        assert await stream.publish("run", [step], final={"status": "completed", "answer": ""}) is True
+        assert await stream.publish_transient("run", [{"type": "model_delta"}]) is True
+        assert client.calls == [{"maxlen": maxlen, "approximate": approximate}] * 3
 
 
 async def test_publish_never_raises_when_redis_is_down() -> None:

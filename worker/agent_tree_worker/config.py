@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from agent_tree import naming
 from agent_tree.settings import Settings, SettingsError
 
+# Entries one run's Redis stream keeps (AGENT_TREE_STREAM_MAXLEN); older steps stay in PostgreSQL.
+STREAM_MAXLEN = 10_000
+
 
 def _int(env: Mapping[str, str], key: str, default: int, low: int, high: int) -> int:
     raw = env.get(key)
@@ -34,6 +37,7 @@ class WorkerConfig:
     max_concurrent_activities: int = 50
     migrate: bool = True
     paths: tuple[str, ...] = field(default_factory=tuple)
+    stream_maxlen: int = STREAM_MAXLEN
 
     @classmethod
     def load(
@@ -76,4 +80,5 @@ class WorkerConfig:
             max_concurrent_activities=_int(env, "AGENT_TREE_MAX_CONCURRENT_ACTIVITIES", 50, 1, 10_000),
             migrate=migrate,
             paths=(*paths, *extra),
+            stream_maxlen=_int(env, "AGENT_TREE_STREAM_MAXLEN", STREAM_MAXLEN, 1, 10_000_000),
         )

@@ -84,7 +84,7 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event | None = None) ->
         applied = await with_retries("applying history migrations", store.migrate)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
-    stream = StepStream(settings.redis_url)
+    stream = StepStream(settings.redis_url, maxlen=config.stream_maxlen)
     # Metrics: ours and the Temporal SDK's (bridged into the same registry) on one port.
     runtime = metrics.temporal_runtime() if settings.metrics_port else None
     port = metrics.serve(settings.metrics_port)

@@ -18,11 +18,14 @@ from redis.exceptions import RedisError
 
 from agent_tree.contract import Step, decode_step, encode_run_end, encode_step
 from agent_tree.naming import stream_key
+from agent_tree_worker.config import STREAM_MAXLEN
 
 log = logging.getLogger(__name__)
 
-STREAM_MAXLEN = 10_000
 STREAM_TTL_SECONDS = 24 * 3600
+# "MAXLEN ~ n" trims whole radix-tree nodes (100 entries by default), so a small n would hardly trim:
+# below this the trim is exact (cheap for short streams).
+EXACT_TRIM_BELOW = 1000
 
 
 class StepStream:
@@ -31,6 +34,7 @@ class StepStream:
     def __init__(self, url: str | None, *, maxlen: int = STREAM_MAXLEN, backoff_seconds: float = 5.0) -> None:
         self.url = url
         self.maxlen = maxlen
+        self.approximate = maxlen >= EXACT_TRIM_BELOW
         self.backoff_seconds = backoff_seconds
         self._client: aioredis.Redis | None = None
         self._down_until = 0.0
@@ -56,9 +60,9 @@ class StepStream:
         try:
             pipe = self.client.pipeline(transaction=False)
             for step in steps:
-                pipe.xadd(key, encode_step(step), maxlen=self.maxlen, approximate=True)
+                pipe.xadd(key, encode_step(step), maxlen=self.maxlen, approximate=self.approximate)
             if final is not None:
-                pipe.xadd(key, encode_run_end(final), maxlen=self.maxlen, approximate=True)
+                pipe.xadd(key, encode_run_end(final), maxlen=self.maxlen, approximate=self.approximate)
                 pipe.expire(key, STREAM_TTL_SECONDS)
             await pipe.execute()
             return True
@@ -78,7 +82,7 @@ class StepStream:
         try:
             pipe = self.client.pipeline(transaction=False)
             for entry in entries:
-                pipe.xadd(key, entry, maxlen=self.maxlen, approximate=True)
+                pipe.xadd(key, entry, maxlen=self.maxlen, approximate=self.approximate)
             await pipe.execute()
             return True
         except (RedisError, OSError) as exc:
