@@ -15,7 +15,7 @@ from operator_process import ok
 from platformlib import REPO, Platform, wait_for
 from sse_reader import Frame
 
-DEADLINE = 180.0
+DEADLINE = 300.0
 # Worker pods import this worktree's code and the test tools (the pod runner's working dir is the
 # platform's checkout, which may be another one).
 POD_PYTHONPATH = ":".join(str(REPO / p) for p in ("", "worker", "operator", "tests/e2e"))
@@ -152,7 +152,7 @@ def tree_ready(platform: Platform, ns: str, name: str) -> None:
         conditions = {c["type"]: c["status"] for c in (obj.get("status") or {}).get("conditions") or []}
         return conditions.get("Ready") == "True"
 
-    wait_for(ready, 120, f"AgentTree {ns}/{name} Ready")
+    wait_for(ready, 300, f"AgentTree {ns}/{name} Ready")  # workers start slowly on a busy host
 
 
 def call(api: ApiProcess, method: str, path: str, token: str | None = None, **kw: Any) -> httpx.Response:
@@ -186,7 +186,7 @@ def all_steps(api: ApiProcess, s: Site, name: str, token: str | None = None, lim
 def recorded(api: ApiProcess, s: Site, name: str, predicate: Any, what: str) -> list[dict]:
     """Poll the recorded steps until one satisfies ``predicate``."""
     return wait_for(lambda: (lambda st: st if any(predicate(x) for x in st) else None)(all_steps(api, s, name)),
-                    60, f"{what} in the steps of {name}")  # fmt: skip
+                    DEADLINE, f"{what} in the steps of {name}")  # fmt: skip
 
 
 def is_tool(event: str, tool: str, **args: Any) -> Any:
