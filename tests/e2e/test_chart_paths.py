@@ -104,6 +104,7 @@ def release(platform: Platform, helm, history_db: str, tmp_path_factory: pytest.
         "operator": {"replicas": 0},
         "postgresql": {"existingSecret": "history-db", "existingSecretKey": "dsn"},
         "retention": {"enabled": True, "olderThan": "30d"},
+        "api": {"enabled": False},  # the API in a restricted namespace: tests/e2e/test_helm_api.py
     }
     values_file = tmp_path_factory.mktemp("values") / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))

@@ -271,6 +271,7 @@ def release(cluster: Any, helm, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "postgresql": {"existingSecret": "agent-tree-connections", "existingSecretKey": "DATABASE_URL"},
         "redis": {"existingSecret": "agent-tree-connections", "existingSecretKey": "REDIS_URL"},
         "metrics": {"service": {"port": rel.metrics_port}},
+        "api": {"enabled": False},  # the API's release: tests/e2e/test_helm_api.py
     }  # fmt: skip
     if not cluster.local_pods:  # a real cluster pulls real images
         repo, _, tag = os.environ.get("AGENT_TREE_E2E_IMAGE", "agent-tree:e2e").rpartition(":")
@@ -312,13 +313,13 @@ def test_rendered_chart_passes_server_side_dry_run(cluster: Any, helm, mode: str
     try:
         server = kubectl_json(cluster, "version")["serverVersion"]["gitVersion"]
         args = ["template", f"dry-{mode}", str(CHART), "-n", ns, "--kube-version", server, "--set", "networkPolicy.enabled=true",
-                "--set", "redis.url=redis://redis.example:6379/0"]  # fmt: skip
+                "--set", "redis.url=redis://redis.example:6379/0", "--set", "api.ingress.enabled=true"]  # fmt: skip
         if mode == "namespaced":
             args += ["--set", f"operator.watchNamespaces[0]={ns}"]
         manifest = ok(helm(*args))
         out = ok(cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest))
         kinds = {d["kind"] for d in yaml.safe_load_all(manifest) if d}
-        assert {"CustomResourceDefinition", "Deployment", "ClusterRole", "NetworkPolicy", "Secret"} <= kinds
+        assert {"CustomResourceDefinition", "Deployment", "ClusterRole", "NetworkPolicy", "Secret", "Ingress"} <= kinds
         assert out.count("(server dry run)") == sum(1 for d in yaml.safe_load_all(manifest) if d)
     finally:
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
@@ -534,7 +535,8 @@ def test_cluster_wide_rbac_matrix(cluster: Any, helm, release: Release) -> None:
     name, ns = f"atcw-{suffix}", f"ath-cw-{suffix}"
     ok(cluster.kubectl("create", "namespace", ns))
     try:
-        ok(helm("install", name, str(CHART), "-n", ns, "--set", "crds.install=false", "--set", "operator.replicas=0"))
+        ok(helm("install", name, str(CHART), "-n", ns, "--set", "crds.install=false", "--set", "operator.replicas=0",
+                "--set", "api.enabled=false"))  # fmt: skip
         who = f"system:serviceaccount:{ns}:{name}-agent-tree"
         for target in (release.team, release.other, "default"):
             for verb, resource, sub in (("watch", "agentruns.agenttree.io", None), ("patch", "agenttrees.agenttree.io", "status"),

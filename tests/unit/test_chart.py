@@ -62,6 +62,26 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "dashboard": {"enabled": True, "namespace": "monitoring"},
         }
     },
+    "api-off": {"api": {"enabled": False}},
+    "api": {
+        **CONNECTIONS,
+        "api": {
+            "replicas": 2,
+            "image": {"repository": "r.example/agent-tree-api", "tag": "1.0.0"},
+            "extraEnv": [{"name": "EXTRA", "value": "1"}],
+            "nodeSelector": {"pool": "system"},
+            "tolerations": [{"key": "system", "operator": "Exists", "effect": "NoSchedule"}],
+            "service": {"type": "LoadBalancer"},
+            "ingress": {
+                "enabled": True,
+                "className": "nginx",
+                "annotations": {"nginx.ingress.kubernetes.io/proxy-buffering": "off"},
+                "tls": [{"secretName": "api-tls", "hosts": ["agent-tree.example.com"]}],
+            },
+        },
+        "networkPolicy": {"enabled": True},
+        "metrics": {"serviceMonitor": {"enabled": True}},
+    },
     "everything": {
         **NAMESPACED,
         **CONNECTIONS,
@@ -308,7 +328,7 @@ def test_operator_env_follows_the_contract(helm: str, tmp_path: Path) -> None:
     # The plain Redis URL lives in the chart's Secret, never in the pod spec.
     secret = one(docs, "Secret", name="agent-tree-connections")
     assert secret["stringData"] == {"REDIS_URL": "redis://redis.cache.svc:6379/0"}
-    assert "redis://" not in json.dumps(one(docs, "Deployment"))
+    assert "redis://" not in json.dumps(find(docs, "Deployment"))  # the operator's and the API's
 
 
 @pytest.mark.parametrize(
@@ -469,27 +489,30 @@ def test_metrics_service_and_servicemonitor(helm: str, tmp_path: Path) -> None:
     off = render(helm, tmp_path)
     assert not find(off, "ServiceMonitor")
     service = one(off, "Service", name="agent-tree-metrics")
-    selector = one(off, "Deployment")["spec"]["selector"]["matchLabels"]
+    selector = one(off, "Deployment", name="agent-tree")["spec"]["selector"]["matchLabels"]
     assert service["spec"]["selector"] == selector
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
 
     on = render(helm, tmp_path, VALUE_SETS["servicemonitor"])
-    monitor = one(on, "ServiceMonitor")
+    monitor = one(on, "ServiceMonitor", name="agent-tree")
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert monitor["spec"]["selector"]["matchLabels"] == selector
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NS]}
 
     none = render(helm, tmp_path, {"operator": {"metricsPort": 0}})
-    assert not find(none, "Service")
+    assert not find(none, "Service", name="agent-tree-metrics")
     assert env_of(operator_pod(none)["spec"]["containers"][0])["AGENT_TREE_METRICS_PORT"] == "0"
 
 
 def test_network_policy(helm: str, tmp_path: Path) -> None:
     assert not find(render(helm, tmp_path), "NetworkPolicy")
     docs = render(helm, tmp_path, VALUE_SETS["networkpolicy"])
-    policy = one(docs, "NetworkPolicy")["spec"]
-    assert policy["podSelector"]["matchLabels"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    policy = one(docs, "NetworkPolicy", name="agent-tree")["spec"]
+    assert (
+        policy["podSelector"]["matchLabels"]
+        == one(docs, "Deployment", name="agent-tree")["spec"]["selector"]["matchLabels"]
+    )
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     metrics_rule = next(r for r in policy["ingress"] if r["ports"][0]["port"] == "metrics")
     assert metrics_rule["from"] == [{"namespaceSelector": {}}]
@@ -620,7 +643,7 @@ def test_pod_monitor_scrapes_the_operators_worker_pods(helm: str, tmp_path: Path
 
 
 def test_servicemonitor_keeps_the_autoscalers_namespace_label(helm: str, tmp_path: Path) -> None:
-    monitor = one(render(helm, tmp_path, VALUE_SETS["servicemonitor"]), "ServiceMonitor")
+    monitor = one(render(helm, tmp_path, VALUE_SETS["servicemonitor"]), "ServiceMonitor", name="agent-tree")
     assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
 
 

@@ -127,3 +127,52 @@ is never rendered into a pod spec. Empty when no database is configured. */}}
       key: {{ if .Values.postgresql.existingSecret }}{{ .Values.postgresql.existingSecretKey }}{{ else }}DATABASE_URL{{ end }}
 {{- end -}}
 {{- end -}}
+
+{{/* AGENT_TREE_REDIS_URL from the connection Secret, like the database URL. */}}
+{{- define "agent-tree.redisUrlEnv" -}}
+{{- if or .Values.redis.url .Values.redis.existingSecret -}}
+- name: AGENT_TREE_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ default (include "agent-tree.connectionSecretName" .) .Values.redis.existingSecret }}
+      key: {{ if .Values.redis.existingSecret }}{{ .Values.redis.existingSecretKey }}{{ else }}REDIS_URL{{ end }}
+{{- end -}}
+{{- end -}}
+
+{{/* The REST API (api.*): its objects are named "<fullname>-api". */}}
+{{- define "agent-tree.apiFullname" -}}
+{{- printf "%s-api" (include "agent-tree.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Selector of the API pods (immutable once installed: keep it small). */}}
+{{- define "agent-tree.apiSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "agent-tree.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: api
+{{- end -}}
+
+{{- define "agent-tree.apiLabels" -}}
+{{ include "agent-tree.baseLabels" . }}
+{{ include "agent-tree.apiSelectorLabels" . }}
+{{- end -}}
+
+{{- define "agent-tree.apiServiceAccountName" -}}
+{{- if .Values.api.serviceAccount.create -}}
+{{- default (include "agent-tree.apiFullname" .) .Values.api.serviceAccount.name -}}
+{{- else -}}
+{{- required "api.serviceAccount.name is required when api.serviceAccount.create is false" .Values.api.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The API image: api.image.repository (tag, or digest), else the operator's image. */}}
+{{- define "agent-tree.apiImage" -}}
+{{- if .Values.api.image.repository -}}
+{{- if .Values.api.image.digest -}}
+{{- printf "%s@%s" .Values.api.image.repository .Values.api.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.api.image.repository (default .Chart.AppVersion .Values.api.image.tag) -}}
+{{- end -}}
+{{- else -}}
+{{- include "agent-tree.image" . -}}
+{{- end -}}
+{{- end -}}
