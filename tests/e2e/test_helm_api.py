@@ -256,6 +256,68 @@ def test_api_process_answers_the_charts_probes_and_metrics(platform: Platform, r
     assert status == 401, api_log(platform, release)
 
 
+def token(platform: Platform, namespace: str, account: str) -> str:
+    return ok(platform.kubectl("-n", namespace, "create", "token", account, "--duration=1h")).strip()
+
+
+def audit_creates(platform: Platform, namespace: str, name: str) -> list[dict[str, Any]]:
+    """The API server's audit events of creating AgentRun namespace/name (platform audit policy)."""
+    try:
+        lines = platform.audit_log.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    events = [json.loads(line) for line in lines if f'"{name}"' in line]
+    return [e for e in events if e.get("verb") == "create" and e.get("stage") == "ResponseComplete"
+            and e["objectRef"].get("resource") == "agentruns" and e["objectRef"].get("namespace") == namespace
+            and e["objectRef"].get("name") == name]  # fmt: skip
+
+
+def test_the_charts_rbac_is_enough_and_writes_carry_the_callers_identity(
+    platform: Platform, release: ApiRelease
+) -> None:
+    """Through the chart's API process: TokenReview and SubjectAccessReview work with the two rules
+    its account has, and a run created over HTTP is created by the caller (the account itself may
+    not create AgentRuns: the audit log names the caller, with no impersonation)."""
+    team, base = release.team, f"http://127.0.0.1:{release.port}/api/v1"
+    ok(platform.kubectl("-n", team, "apply", "-f", str(REPO / "examples" / "invoice" / "agenttree.yaml")))
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "runner", "namespace": team},
+            "rules": [{"apiGroups": ["agenttree.io"], "resources": ["agentruns"], "verbs": ["get", "list", "create"]},
+                      {"apiGroups": ["agenttree.io"], "resources": ["agenttrees"], "verbs": ["get"]}]}  # fmt: skip
+    ok(platform.kubectl("apply", "-f", "-", input=json.dumps(role)))
+    for account in ("runner", "nobody"):
+        ok(platform.kubectl("-n", team, "create", "serviceaccount", account))
+    ok(
+        platform.kubectl(
+            "-n", team, "create", "rolebinding", "runner", "--role=runner", f"--serviceaccount={team}:runner"
+        )
+    )
+    runner = {"Authorization": f"Bearer {token(platform, team, 'runner')}"}
+    nobody = {"Authorization": f"Bearer {token(platform, team, 'nobody')}"}
+    try:
+        wait_for(lambda: http(f"http://127.0.0.1:{release.port}/readyz")[0] == 200, 60, "the API ready")
+        status, body = http(f"{base}/whoami", runner)
+        assert status == 200, body
+        assert json.loads(body)["username"] == f"system:serviceaccount:{team}:runner"
+        assert http(f"{base}/namespaces/{team}/runs", runner)[0] == 200
+        assert http(f"{base}/namespaces/{team}/runs", nobody)[0] == 403
+        assert http(f"{base}/namespaces/{team}/runs")[0] == 401
+
+        name = f"hch-run-{uuid.uuid4().hex[:6]}"
+        create = {"name": name, "spec": {"treeRef": {"name": "invoice"}, "input": "Why was invoice #4821 rejected?"}}
+        request = urllib.request.Request(f"{base}/namespaces/{team}/runs", data=json.dumps(create).encode(),
+                                         headers={**runner, "Content-Type": "application/json"}, method="POST")  # fmt: skip
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 201
+            created = json.loads(resp.read())
+        assert created["createdBy"] == f"system:serviceaccount:{team}:runner"
+        assert kubectl_json(platform, "-n", team, "get", "agentrun", name)["metadata"]["uid"] == created["uid"]
+        (event,) = wait_for(lambda: audit_creates(platform, team, name), 30, f"the audit event of creating {name}")
+        assert event["user"]["username"] == f"system:serviceaccount:{team}:runner"
+        assert "impersonatedUser" not in event
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{api_log(platform, release)}") from None
+
+
 def test_uninstall_removes_the_api(platform: Platform, helm, release: ApiRelease) -> None:
     """Last: the API's cluster-scoped RBAC goes with the release, and its process stops."""
     ok(helm("uninstall", release.name, "-n", release.namespace, "--wait", "--timeout", "60s"))

@@ -166,6 +166,7 @@ def test_api_command_probes_ports_and_env(helm: str, tmp_path: Path) -> None:
         "AGENT_TREE_API_METRICS_PORT": "9090",
         "AGENT_TREE_API_ALLOW_ANONYMOUS": "false",
         "AGENT_TREE_API_AUTH_CACHE_SECONDS": "60",
+        "AGENT_TREE_API_ACCESS_CACHE_SECONDS": "10",
         "AGENT_TREE_API_MAX_BODY_BYTES": "1048576",
         "AGENT_TREE_API_HEARTBEAT_SECONDS": "15",
     }
@@ -341,3 +342,44 @@ def test_every_api_value_has_a_description() -> None:
     assert set(api["properties"]) >= {"enabled", "replicas", "image", "resources", "podSecurityContext",
                                       "securityContext", "port", "metricsPort", "allowAnonymous", "extraEnv",
                                       "nodeSelector", "tolerations", "affinity", "service", "ingress"}  # fmt: skip
+
+
+# --- the chart and `agent-tree api` agree ------------------------------------------------------------------
+
+
+def test_api_env_is_what_agent_tree_api_reads(helm: str, tmp_path: Path) -> None:
+    """Every AGENT_TREE_API_* the chart sets is a setting of ApiConfig, and the values arrive."""
+    import dataclasses
+
+    from agent_tree_api.config import ApiConfig
+
+    known = {f"AGENT_TREE_API_{f.name.upper()}" for f in dataclasses.fields(ApiConfig) if f.name != "settings"}
+    values = {"api": {"port": 18080, "metricsPort": 0, "allowAnonymous": True, "authCacheSeconds": 30,
+                      "accessCacheSeconds": 5, "maxBodyBytes": 2097152, "heartbeatSeconds": 7}}  # fmt: skip
+    env = env_of(api_container(render(helm, tmp_path, values)))
+    chart = {k for k in env if k.startswith("AGENT_TREE_API_")}
+    assert chart <= known, f"agent-tree api does not read {sorted(chart - known)}"
+    config = ApiConfig.from_env({k: v for k, v in env.items() if isinstance(v, str)})
+    assert (config.port, config.metrics_port, config.allow_anonymous) == (18080, 0, True)
+    assert (config.auth_cache_seconds, config.access_cache_seconds) == (30, 5)
+    assert (config.max_body_bytes, config.heartbeat_seconds) == (2097152, 7)
+    default = ApiConfig.from_env({k: v for k, v in env_of(api_container(render(helm, tmp_path))).items()
+                                  if isinstance(v, str)})  # fmt: skip
+    assert default == dataclasses.replace(ApiConfig(), settings=default.settings), (
+        "chart defaults differ from the API's"
+    )
+
+
+def test_api_cli_takes_the_charts_command_and_arguments(helm: str, tmp_path: Path) -> None:
+    """The image's `agent-tree api` (the same console script as this venv's) exists and takes extraArgs."""
+    import subprocess
+    import sys
+
+    from agent_tree.cli import build_parser
+
+    container = api_container(render(helm, tmp_path, {"api": {"extraArgs": ["--log-level", "debug"]}}))
+    cli = Path(sys.executable).parent / container["command"][0]
+    proc = subprocess.run([str(cli), *container["command"][1:], "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    args = build_parser().parse_args([*container["command"][1:], *container["args"]])
+    assert (args.command, args.log_level) == ("api", "debug")
