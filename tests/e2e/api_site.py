@@ -212,11 +212,12 @@ def gate_start(gate: int) -> Any:
 
 def same_steps(frames: list[Frame], steps: list[dict]) -> None:
     """The stream's step events are the recorded steps: exactly once each, in order, same content."""
-    assert [f.id for f in frames] == [st["position"] for st in steps]
+    got, want = [f.id for f in frames], [st["position"] for st in steps]
+    assert got == want, f"event ids {got}\n  recorded {want}"
     for f, st in zip(frames, steps, strict=True):
         assert (f.event, f.data["type"], f.data["ord"], f.data["agent"], f.data["data"]) == (
             st["type"], st["type"], st["ord"], st["agent"], st["data"],
-        )  # fmt: skip
+        ), f"event {f.id} differs from the recorded step: {f.data} != {st}"  # fmt: skip
 
 
 def sample(text: str, name: str, **labels: str) -> float:
