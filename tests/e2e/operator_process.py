@@ -128,11 +128,13 @@ def namespace(platform: Platform, op: OperatorProcess, prefix: str, cleanup_time
     ok(platform.kubectl("create", "namespace", name))
     wait_for(lambda: platform.kubectl("get", "serviceaccount", "default", "-n", name).returncode == 0, 30,
              f"serviceaccount default in {name}")  # fmt: skip
-    yield name
-    assert op.alive(), f"the operator crashed:\n{op.tail()}"
-    platform.kubectl("delete", "agentruns", "--all", "-n", name, f"--timeout={cleanup_timeout}s",
-                     timeout=cleanup_timeout + 30)  # fmt: skip
-    platform.kubectl("delete", "namespace", name, "--wait=false")
+    try:
+        yield name
+        assert op.alive(), f"the operator crashed:\n{op.tail()}"
+    finally:  # also when the test failed: its worker pods would keep running as processes
+        platform.kubectl("delete", "agentruns", "--all", "-n", name, f"--timeout={cleanup_timeout}s",
+                         timeout=cleanup_timeout + 30)  # fmt: skip
+        platform.kubectl("delete", "namespace", name, "--wait=false")
 
 
 INVOICE = REPO / "examples" / "invoice"
