@@ -186,7 +186,8 @@ class Activities:
                 planner = registry.resolve(spec.planner)  # type: ignore[arg-type]
             except registry.EntrypointError as exc:
                 planner = _failing_planner(f"spec.planner: {exc}")
-        plan, calls = await plan_with_usage(planner, inp.input)
+        async with heartbeating():
+            plan, calls = await plan_with_usage(planner, inp.input)
         # The thought is rendered here: Temporal's JSON converter sorts dict keys on the way back.
         # ``usage``: the routing / planner model calls, for model_usage steps and the run's tokens.
         result = None if plan is None else {"plan": plan, "thought": plan_thought(plan), "usage": calls}

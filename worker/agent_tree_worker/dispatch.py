@@ -33,6 +33,15 @@ HISTORY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=0.5), maximum_int
 # and tokens in the handoff traces. It changes ords (child workflow ids) and budget decisions, so
 # histories of runs started before it replay with the old counting.
 COUNT_NESTED_USAGE = "count-nested-and-routing-usage"
+# Patch id of giving model calls and the planner a heartbeat timeout: without one, a worker killed in the
+# middle of a model call was noticed only at the 150 s start-to-close timeout (the fault suite measured
+# it: docs/reliability.md); runs started before it replay without the timeout.
+MODEL_CALL_HEARTBEAT = "model-call-heartbeat"
+
+
+def model_call_heartbeat() -> timedelta | None:
+    """The heartbeat timeout of a model call or planner activity (None in histories from before the patch)."""
+    return HEARTBEAT if workflow.patched(MODEL_CALL_HEARTBEAT) else None
 
 
 def failure_cause(exc: BaseException) -> str:
@@ -181,6 +190,7 @@ class ActivityDispatch:
                 task_queue=self.queue,
                 start_to_close_timeout=timedelta(seconds=150),
                 schedule_to_close_timeout=self.remaining(),
+                heartbeat_timeout=model_call_heartbeat(),
                 retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10)),
                 result_type=dict,
             )

@@ -44,6 +44,7 @@ from agent_tree_worker.dispatch import (
     Recorder,
     failed_handoff,
     failure_cause,
+    model_call_heartbeat,
     no_traces,
     unless_cancelled,
 )
@@ -247,6 +248,7 @@ class Executor(ActivityDispatch):
                         task_queue=self.queue,
                         start_to_close_timeout=timedelta(seconds=150),
                         schedule_to_close_timeout=self.remaining(),
+                        heartbeat_timeout=model_call_heartbeat(),
                         retry_policy=RetryPolicy(maximum_attempts=4, maximum_interval=timedelta(seconds=10)),
                         result_type=dict,
                     )
