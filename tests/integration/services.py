@@ -90,7 +90,10 @@ class Temporal(Process):
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
 
-    def start(self) -> Temporal:
+    def start(self, db_filename: str | None = None) -> Temporal:
+        """Start (again) on the same port; with ``db_filename`` the server keeps its state in that SQLite
+        file, so a restart keeps every workflow (without it, state is in memory)."""
+        self.db_filename = db_filename or getattr(self, "db_filename", None)
         binary = temporal_binary()
         self.spawn(
             [
@@ -108,6 +111,7 @@ class Temporal(Process):
                 str(free_port()),
                 "--log-level",
                 "warn",
+                *(["--db-filename", self.db_filename] if self.db_filename else []),
             ]
         )
 
