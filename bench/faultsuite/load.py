@@ -1,0 +1,155 @@
+"""Load through the operator: runs in batches, and a soak at a steady rate, with latencies, success rate,
+resident memory of the operator and the workers over time, and PostgreSQL rows and bytes per run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from faultsuite.observe import FINAL, History, RunWatch, percentile
+from faultsuite.stack import Stack, create_runs, poll
+
+
+class Sampler:
+    """Resident memory (MiB) of the operator and of all workers, every ``every`` seconds, in a task."""
+
+    def __init__(self, stack: Stack, every: float = 2.0) -> None:
+        self.stack, self.every = stack, every
+        self.samples: list[tuple[float, float, float]] = []
+        self.began = time.monotonic()
+        self.task: asyncio.Task | None = None
+
+    async def _loop(self) -> None:
+        while True:
+            op = self.stack.operator.rss_kib() if self.stack.operator else 0
+            self.samples.append((time.monotonic() - self.began, op / 1024, self.stack.worker_rss_kib() / 1024))
+            await asyncio.sleep(self.every)
+
+    def __enter__(self) -> Sampler:
+        self.task = asyncio.get_running_loop().create_task(self._loop())
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.task.cancel()  # type: ignore[union-attr]
+
+    def summary(self) -> dict[str, Any]:
+        if not self.samples:
+            return {}
+        first, last = self.samples[0], self.samples[-1]
+        return {
+            "operator_mib": {"first": round(first[1], 1), "last": round(last[1], 1),
+                             "max": round(max(s[1] for s in self.samples), 1)},
+            "workers_mib": {"first": round(first[2], 1), "last": round(last[2], 1),
+                            "max": round(max(s[2] for s in self.samples), 1)},
+        }  # fmt: skip
+
+
+def _latencies(watch: RunWatch, created: dict[str, float]) -> list[float]:
+    out = []
+    for name, at in created.items():
+        final = watch.final_at(name)
+        if final is not None:
+            out.append(final - at)
+    return out
+
+
+async def _volume(stack: Stack, runs: int) -> dict[str, Any]:
+    volume = await History(stack.postgres.url).volume()
+    total = volume.get("runs_rows") or 1
+    return {
+        "tables": volume,
+        "step_rows_per_run": round(volume.get("steps_rows", 0) / total, 1),
+        "bytes_per_run": round(sum(v for k, v in volume.items() if k.endswith("_bytes")) / total),
+        "runs_in_database": total,
+    }
+
+
+async def batches(stack: Stack, total: int, batch: int, within: float = 600) -> dict[str, Any]:
+    """``total`` AgentRuns through the operator, ``batch`` at a time (each batch waits for the previous)."""
+    stack.set_tool_seconds(0.05)
+    watch = RunWatch(stack.kube.kubeconfig, stack.namespace).start()  # type: ignore[union-attr]
+    created: dict[str, float] = {}
+    began = time.monotonic()
+    try:
+        with Sampler(stack) as sampler:
+            while len(created) < total:
+                at = time.monotonic()
+                names = create_runs(stack, min(batch, total - len(created)), "load")
+                created.update(dict.fromkeys(names, at))
+                with contextlib.suppress(TimeoutError):
+                    await poll(lambda n=names: all(watch.phases().get(x) in FINAL for x in n), "a batch", within, 0.3)
+        phases = watch.phases()
+    finally:
+        watch.stop()
+    latencies = _latencies(watch, created)
+    succeeded = sum(1 for n in created if phases.get(n) == "Succeeded")
+    elapsed = time.monotonic() - began
+    return {
+        "fault": f"load: {total} runs in batches of {batch}",
+        "repetitions": 0,
+        "runs": total,
+        "completed": succeeded,
+        "lost": total - succeeded,
+        "duplicated_steps": 0,
+        "duplicated_side_effects": 0,
+        "max_recover_seconds": 0.0,
+        "success_rate": round(succeeded / total, 4) if total else 0.0,
+        "seconds": round(elapsed, 1),
+        "runs_per_second": round(total / elapsed, 2) if elapsed else 0.0,
+        "latency_seconds": {
+            "p50": round(percentile(latencies, 50), 2),
+            "p99": round(percentile(latencies, 99), 2),
+            "max": round(max(latencies, default=0.0), 2),
+        },
+        "memory": sampler.summary(),
+        "postgres": await _volume(stack, total),
+    }
+
+
+async def soak(stack: Stack, minutes: float, rate: float, within: float = 600) -> dict[str, Any]:
+    """A steady ``rate`` of AgentRuns per second for ``minutes``; latency and memory per minute."""
+    stack.set_tool_seconds(0.05)
+    watch = RunWatch(stack.kube.kubeconfig, stack.namespace).start()  # type: ignore[union-attr]
+    created: dict[str, float] = {}
+    began = time.monotonic()
+    try:
+        with Sampler(stack, every=5.0) as sampler:
+            while time.monotonic() - began < minutes * 60:
+                created.update(dict.fromkeys(create_runs(stack, 1, "soak"), time.monotonic()))
+                next_at = began + len(created) / rate
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                await poll(lambda: all(watch.phases().get(n) in FINAL for n in created), "the soak's runs", within, 1)
+        phases = watch.phases()
+    finally:
+        watch.stop()
+    per_minute = []
+    for minute in range(int(minutes + 0.999)):
+        lo, hi = began + minute * 60, began + (minute + 1) * 60
+        mine = {n: t for n, t in created.items() if lo <= t < hi}
+        lat = _latencies(watch, mine)
+        mem = [s for s in sampler.samples if minute * 60 <= s[0] < (minute + 1) * 60]
+        per_minute.append({
+            "minute": minute + 1, "runs": len(mine),
+            "succeeded": sum(1 for n in mine if phases.get(n) == "Succeeded"),
+            "p50": round(percentile(lat, 50), 2), "p99": round(percentile(lat, 99), 2),
+            "operator_mib": round(max((s[1] for s in mem), default=0.0), 1),
+            "workers_mib": round(max((s[2] for s in mem), default=0.0), 1),
+        })  # fmt: skip
+    succeeded = sum(1 for n in created if phases.get(n) == "Succeeded")
+    return {
+        "fault": f"soak: {rate:g} runs/s for {minutes:g} min",
+        "repetitions": 0,
+        "runs": len(created),
+        "completed": succeeded,
+        "lost": len(created) - succeeded,
+        "duplicated_steps": 0,
+        "duplicated_side_effects": 0,
+        "max_recover_seconds": 0.0,
+        "success_rate": round(succeeded / len(created), 4) if created else 0.0,
+        "per_minute": per_minute,
+        "memory": sampler.summary(),
+        "postgres": await _volume(stack, len(created)),
+    }

@@ -1,0 +1,104 @@
+"""The suite's output: one JSON document and a markdown table written into docs/reliability.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+from pathlib import Path
+from typing import Any
+
+BEGIN, END = "<!-- fault-table:begin -->", "<!-- fault-table:end -->"
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    try:
+        mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        mem_kib = 0
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def _dup(r: dict[str, Any]) -> str:
+    return f"{r.get('duplicated_steps', 0)} / {r.get('duplicated_side_effects', 0)}"
+
+
+def _secs(value: Any) -> str:
+    return "never" if value == float("inf") else f"{value:g}"
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| fault | repetitions | runs | completed | lost | duplicated (steps / side effects) | max seconds to recover |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        reps = r["repetitions"] if r["repetitions"] else "-"
+        recover = _secs(r["max_recover_seconds"]) if r["repetitions"] else "-"
+        lines.append(
+            f"| {r['fault']} | {reps} | {r['runs']} | {r['completed']} | {r['lost']} | {_dup(r)} | {recover} |"
+        )
+    notes = []
+    for r in results:
+        if "latency_seconds" in r or "per_minute" in r:
+            mem = r.get("memory", {})
+            pg = r.get("postgres", {})
+            lat = r.get("latency_seconds") or {}
+            notes.append(
+                f"- {r['fault']}: success rate {r['success_rate']:.2%}"
+                + (f", latency p50 {lat['p50']} s / p99 {lat['p99']} s" if lat else "")
+                + (f", {r['runs_per_second']} runs/s" if "runs_per_second" in r else "")
+                + f"; operator RSS {mem.get('operator_mib', {}).get('first')} -> {mem.get('operator_mib', {}).get('last')}"
+                f" MiB (max {mem.get('operator_mib', {}).get('max')}), workers {mem.get('workers_mib', {}).get('first')}"
+                f" -> {mem.get('workers_mib', {}).get('last')} MiB; PostgreSQL {pg.get('step_rows_per_run')} step rows"
+                f" and {pg.get('bytes_per_run')} bytes per run"
+            )
+        for key in ("status_regressions",):
+            if r.get(key):
+                notes.append(f"- {r['fault']}: {len(r[key])} status regressions: {r[key][:3]}")
+        if r.get("started_twice"):
+            notes.append(f"- {r['fault']}: {r['started_twice']} runs started twice")
+    return "\n".join(lines + (["", *notes] if notes else []))
+
+
+def write_doc(doc: Path, report: dict[str, Any]) -> None:
+    """Replace the table between the markers of ``doc`` with this report's (command and machine included)."""
+    m = report["machine"]
+    block = "\n".join(
+        [
+            BEGIN,
+            f"Produced by `{report['command']}` on {report['finished']} ({report['seconds']:.0f} s), size "
+            f"`{report['size']}`, on {m['cpus']} CPUs ({m['cpu'] or 'unknown CPU'}), {m['memory_gib']} GiB, Linux "
+            f"{m['kernel']}, Python {m['python']}; load average at start {m['load_average_at_start']}.",
+            "",
+            table(report["results"]),
+            END,
+        ]
+    )
+    text = doc.read_text()
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"{doc} has no {BEGIN} ... {END} block to replace")
+    doc.write_text(pattern.sub(lambda _m: block, text))
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1, default=str) + "\n")
