@@ -155,18 +155,13 @@ class Stack:
             self.client = await connect(self.temporal.address)
             if self.with_kube:
                 self.kube = platformlib.Platform(kdir.root)
-                for args in (
-                    ("apply", "--server-side", "-f", str(REPO / "crds")),
-                    (
-                        "wait",
-                        "--for=condition=Established",
-                        "crd/agenttrees.agenttree.io",
-                        "crd/agentruns.agenttree.io",
-                    ),
-                ):
-                    r = self.kube.kubectl(*args)
-                    if r.returncode:
-                        raise RuntimeError(f"kubectl {args[0]}: {r.stderr}")
+                r = self.kube.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+                if r.returncode:
+                    raise RuntimeError(f"kubectl apply crds: {r.stderr}")
+                # `kubectl wait` fails outright while a new CRD has no conditions yet: poll it
+                wait = ("wait", "--for=condition=Established", "--timeout=5s", "crd/agenttrees.agenttree.io",
+                        "crd/agentruns.agenttree.io")  # fmt: skip
+                await poll(lambda: self.kube.kubectl(*wait).returncode == 0, "the CRDs Established", 90, 0.5)
                 self.operator = Operator(self)
             await self._trees()
         except BaseException:
