@@ -68,8 +68,8 @@ async def bookkeeper(ctx: RunContext) -> HandoffResult:
 def python_tree() -> dict[str, Any]:
     """office -> intake (Python) -> bookkeeper (Python, counting tools; ``refund`` needs approval)."""
     tools = [
-        {"name": "count", "entrypoint": "fault_agents:count", "timeoutSeconds": 120},
-        {"name": "refund", "entrypoint": "fault_agents:count", "timeoutSeconds": 120, "approval": {"required": True}},
+        {"name": "count", "entrypoint": "fault_agents:count", "timeoutSeconds": 300},
+        {"name": "refund", "entrypoint": "fault_agents:count", "timeoutSeconds": 300, "approval": {"required": True}},
     ]
     return {
         "root": "office",
@@ -100,11 +100,11 @@ def model_tree(base_url: str) -> dict[str, Any]:
                 "description": "Books invoices.",
                 "model": {"name": "flt-clerk", "baseUrl": base_url},
                 "tools": [
-                    {"name": "count", "entrypoint": "fault_agents:count", "timeoutSeconds": 120},
+                    {"name": "count", "entrypoint": "fault_agents:count", "timeoutSeconds": 300},
                     {
                         "name": "refund",
                         "entrypoint": "fault_agents:count",
-                        "timeoutSeconds": 120,
+                        "timeoutSeconds": 300,
                         "approval": {"required": True},
                     },
                 ],

@@ -47,7 +47,8 @@ async def _settle(stack: Stack, watch: RunWatch, runs: dict[str, str], within: f
 async def operator_kills(stack: Stack, kills: int, runs: int, seed: int = 2, within: float = 300) -> dict[str, Any]:
     """kill -9 the operator ``kills`` times at random moments while ``runs`` AgentRuns are in flight."""
     rng = random.Random(seed)
-    stack.set_tool_seconds(2.0)
+    # a run makes 3 counted calls: ~12 s of work per kill keeps runs in flight through every kill
+    stack.set_tool_seconds(4.0 * max(1, kills))
     op = stack.operator
     watch = RunWatch(stack.kube.kubeconfig, stack.namespace).start()  # type: ignore[union-attr]
     kill_log: list[dict[str, Any]] = []
