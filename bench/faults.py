@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shlex
 import sys
 import tempfile
@@ -34,7 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the JSON report here")
     parser.add_argument("--doc", type=Path, help="replace the table of this markdown file (docs/reliability.md)")
     parser.add_argument("--dir", type=Path, help="working folder (logs, data); default: a new temp folder")
+    parser.add_argument("--from-json", type=Path, help="run nothing: write --doc from this report (a cut run's too)")
     args = parser.parse_args(argv)
+    if args.from_json:
+        if not args.doc:
+            parser.error("--from-json needs --doc")
+        report.write_doc(args.doc, json.loads(args.from_json.read_text()))
+        return 0
     size = suite.SIZES[args.size]
     for item in args.set:
         name, _, value = item.partition("=")
@@ -48,18 +55,26 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--only: unknown scenario(s) {sorted(unknown)}; choose from {', '.join(suite.SCENARIOS)}")
     root = args.dir or Path(tempfile.mkdtemp(prefix="agent-tree-faults-"))
     print(f"working folder: {root}", flush=True)
-    machine = report.machine()
     began = time.monotonic()
-    results = asyncio.run(suite.run(root, size, only, say=lambda line: print(line, flush=True)))
     out = {
         "command": "python bench/faults.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "size": args.size,
         "parameters": asdict(size),
-        "machine": machine,
-        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "seconds": time.monotonic() - began,
-        "results": results,
+        "scenarios": list(only),
+        "machine": report.machine(),
+        "results": [],
     }
+
+    def progress(results: list[dict]) -> None:
+        out.update(results=results, finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        out["seconds"] = time.monotonic() - began
+        out["complete"] = False
+        if args.out:
+            report.write_json(args.out, out)
+
+    results = asyncio.run(suite.run(root, size, only, say=lambda line: print(line, flush=True), progress=progress))
+    progress(results)
+    out["complete"] = True
     print(report.table(results))
     if args.out:
         report.write_json(args.out, out)

@@ -86,7 +86,8 @@ def write_doc(doc: Path, report: dict[str, Any]) -> None:
             BEGIN,
             f"Produced by `{report['command']}` on {report['finished']} ({report['seconds']:.0f} s), size "
             f"`{report['size']}`, on {m['cpus']} CPUs ({m['cpu'] or 'unknown CPU'}), {m['memory_gib']} GiB, Linux "
-            f"{m['kernel']}, Python {m['python']}; load average at start {m['load_average_at_start']}.",
+            f"{m['kernel']}, Python {m['python']}; load average at start {m['load_average_at_start']}."
+            + ("" if report.get("complete", True) else " The run was cut: only the scenarios below finished."),
             "",
             table(report["results"]),
             END,

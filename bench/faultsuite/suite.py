@@ -36,21 +36,22 @@ SIZES = {
 SCENARIOS = ("workers", "operator", "services", "load", "soak")
 
 
-async def run(root: Path, size: Size, only: tuple[str, ...] = SCENARIOS, say=print) -> list[dict[str, Any]]:
-    """Every scenario of ``only`` on one private stack (started here, stopped at the end even on failure)."""
+async def run(
+    root: Path, size: Size, only: tuple[str, ...] = SCENARIOS, say=print, progress=lambda _results: None
+) -> list[dict[str, Any]]:
+    """Every scenario of ``only`` on one private stack (started here, stopped at the end even on failure);
+    ``progress(results)`` after each scenario (the CLI writes its report then, so a cut run keeps its part)."""
     results: list[dict[str, Any]] = []
 
     def done(result: dict[str, Any], began: float) -> None:
         result["scenario_seconds"] = round(time.monotonic() - began, 1)
         results.append(result)
+        progress(results)
         say(f"{result['fault']}: {result['completed']}/{result['runs']} completed, {result['lost']} lost, "
             f"max recover {result['max_recover_seconds']} s ({result['scenario_seconds']} s)")  # fmt: skip
 
     async with Stack(root, kube=True) as stack:
-        # load first: it measures a fresh stack; the service restarts come last
-        if "load" in only and size.load_runs:
-            began = time.monotonic()
-            done(await load.batches(stack, size.load_runs, size.load_batch), began)
+        # the faults first (the table that must exist), then load and the soak
         if "workers" in only and size.worker_kills:
             began = time.monotonic()
             done(await workers.worker_kills(stack, size.worker_kills, size.worker_runs), began)
@@ -63,6 +64,9 @@ async def run(root: Path, size: Size, only: tuple[str, ...] = SCENARIOS, say=pri
                 if reps:
                     began = time.monotonic()
                     done(await operator_faults.service_restarts(stack, service, reps, size.service_runs), began)
+        if "load" in only and size.load_runs:
+            began = time.monotonic()
+            done(await load.batches(stack, size.load_runs, size.load_batch), began)
         if "soak" in only and size.soak_minutes:
             began = time.monotonic()
             done(await load.soak(stack, size.soak_minutes, size.soak_rate), began)
