@@ -22,6 +22,7 @@ from typing import Any
 
 from agent_tree import naming
 from agent_tree_api.errors import ApiError
+from agent_tree_api.inflight import Inflight
 from agent_tree_api.kube import Kube, KubeError
 
 ANONYMOUS = "system:anonymous"
@@ -67,6 +68,7 @@ class Auth:
         self.allow_anonymous = allow_anonymous
         self._tokens = _TtlCache(token_ttl)
         self._access = _TtlCache(access_ttl)
+        self._reviews = Inflight()  # the same review asked by many requests at once is sent once
 
     async def authenticate(self, headers: Any) -> Caller:
         """The caller of a request, from its headers.
@@ -100,7 +102,10 @@ class Auth:
             return cached
         review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
         try:
-            answer = await self.kube.as_service("POST", "/apis/authentication.k8s.io/v1/tokenreviews", review)
+            answer = await self._reviews.run(
+                ("token", key),
+                lambda: self.kube.as_service("POST", "/apis/authentication.k8s.io/v1/tokenreviews", review),
+            )
         except KubeError as exc:
             raise ApiError.from_kube(exc, "TokenReview") from None
         status = answer.get("status") or {}
@@ -139,8 +144,9 @@ class Auth:
                 },
             }
             try:
-                answer = await self.kube.as_service(
-                    "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", review
+                answer = await self._reviews.run(
+                    ("access", key),
+                    lambda: self.kube.as_service("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", review),
                 )
             except KubeError as exc:
                 raise ApiError.from_kube(exc, "SubjectAccessReview") from None

@@ -9,6 +9,7 @@ records them in managedFields and its audit log, and the API needs no write perm
 
 from __future__ import annotations
 
+import hashlib
 import json
 import ssl
 from pathlib import Path
@@ -18,6 +19,7 @@ import httpx
 from kubernetes import client, config
 
 from agent_tree import naming
+from agent_tree_api.inflight import Inflight
 
 INCLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 MERGE_PATCH = "application/merge-patch+json"
@@ -64,6 +66,7 @@ class Kube:
         self._service = httpx.AsyncClient(base_url=self.host, verify=service_ctx, timeout=timeout, limits=limits)
         # No client certificate here: with one, the API server would authenticate the API, not the caller.
         self._caller = httpx.AsyncClient(base_url=self.host, verify=verify, timeout=timeout, limits=limits)
+        self._gets = Inflight()  # identical GETs of one caller at the same time: one request
 
     async def close(self) -> None:
         await self._service.aclose()
@@ -77,7 +80,7 @@ class Kube:
 
     async def as_service(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         """A request with the API's own identity (TokenReview, SubjectAccessReview)."""
-        return await self._send(self._service, method, path, body, self._service_headers())
+        return self._answer(await self._request(self._service, method, path, body, self._service_headers()))
 
     async def as_caller(
         self,
@@ -89,13 +92,21 @@ class Kube:
         params: dict[str, str] | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        """A request with the caller's bearer token (None: anonymous, if the API server allows it)."""
+        """A request with the caller's bearer token (None: anonymous, if the API server allows it).
+
+        A GET that the same token is already making (same path and parameters) waits for that one's
+        answer instead of sending another (:mod:`agent_tree_api.inflight`); each gets its own copy.
+        """
         headers = {"Content-Type": content_type}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        return await self._send(self._caller, method, path, body, headers, params)
+        if method != "GET" or body is not None:
+            return self._answer(await self._request(self._caller, method, path, body, headers, params))
+        key = (hashlib.sha256((token or "").encode()).hexdigest(), path, tuple(sorted((params or {}).items())))
+        response = await self._gets.run(key, lambda: self._request(self._caller, method, path, None, headers, params))
+        return self._answer(response)
 
-    async def _send(
+    async def _request(
         self,
         http: httpx.AsyncClient,
         method: str,
@@ -103,12 +114,16 @@ class Kube:
         body: Any,
         headers: dict[str, str],
         params: dict[str, str] | None = None,
-    ) -> dict[str, Any]:
+    ) -> httpx.Response:
         content = json.dumps(body).encode() if body is not None else None
         try:
-            response = await http.request(method, path, content=content, headers=headers, params=params)
+            return await http.request(method, path, content=content, headers=headers, params=params)
         except httpx.HTTPError as exc:
             raise KubeError(0, f"the Kubernetes API at {self.host} is not reachable ({type(exc).__name__})") from exc
+
+    @staticmethod
+    def _answer(response: httpx.Response) -> dict[str, Any]:
+        """The response's document (parsed anew for each caller), or the API server's refusal as a KubeError."""
         if response.status_code >= 400:
             try:
                 doc = response.json()
