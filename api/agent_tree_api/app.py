@@ -112,6 +112,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:  # FastAPI could not read the body at all (bytes that are not UTF-8, ...)
+        err = ApiError.invalid("body", f"cannot be read ({exc.detail}); send a JSON object encoded in UTF-8", 400)
+        return await _api_error(request, err)
     reason = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "Error")
     return JSONResponse(ApiError(exc.status_code, reason, str(exc.detail)).body(), status_code=exc.status_code)
 

@@ -115,6 +115,17 @@ async def test_bad_bodies_name_the_field_and_create_nothing(svc, body, status, f
     assert created(svc) == []
 
 
+async def test_a_body_that_is_not_utf8_is_a_400_naming_the_body(svc):
+    async with client(svc) as http:
+        r = await http.post(
+            RUNS, content=b'{"name": "\xff\xfe", "spec": }', headers={**ALICE, "Content-Type": "application/json"}
+        )
+    assert r.status_code == 400, r.text
+    assert r.json()["reason"] == "Invalid" and r.json()["errors"][0]["field"] == "body"
+    assert "UTF-8" in r.json()["message"]
+    assert created(svc) == []
+
+
 async def test_a_body_over_the_limit_is_413_whether_its_length_is_declared_or_not(svc):
     big = json.dumps({"name": "x", "spec": {"treeRef": {"name": "invoice"}, "input": "x" * 100_000}}).encode()
 
