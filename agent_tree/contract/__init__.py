@@ -55,6 +55,7 @@ from agent_tree.contract.steps import (
     json_size,
     ord_str,
     parse_ord,
+    scrub,
 )
 
 # --- workflows, queries, memo ------------------------------------------------------------------
@@ -133,5 +134,6 @@ __all__ = [
     "ord_str",
     "parse_ord",
     "run_input",
+    "scrub",
     "spec_revision",
 ]

@@ -9,6 +9,7 @@ extend their parent's path), ``agent`` and ``ts``; PostgreSQL stores it, the Red
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal, get_args
 
 from typing_extensions import TypedDict  # pydantic validates typing.TypedDict only from Python 3.12
@@ -84,6 +85,25 @@ class Step(TypedDict):
 def dumps(value: Any) -> str:
     """Canonical JSON (sorted keys, no NaN): the form stored, hashed, measured and streamed."""
     return json.dumps(value, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def scrub(value: Any) -> Any:
+    """``value`` with every NUL and lone surrogate in its strings (keys too) replaced by U+FFFD.
+
+    Tools and models can produce both; PostgreSQL's jsonb refuses NUL, and neither UTF-8 (Redis,
+    Temporal's JSON, asyncpg) nor PostgreSQL carries a lone surrogate, so a step or result holding
+    one could never be recorded. Values that are not JSON are left as they are (rejected elsewhere).
+    """
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
+    if isinstance(value, dict):
+        return {scrub(k): scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v) for v in value]
+    return value
 
 
 def json_size(value: Any) -> int:

@@ -194,9 +194,9 @@ async def call_model(
             if getattr(c, "function", None) is not None
         ],
         "usage": {
-            "prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
-            "completion_tokens": getattr(usage, "completion_tokens", 0) or 0,
-            "total_tokens": getattr(usage, "total_tokens", 0) or 0,
+            "prompt_tokens": _count(getattr(usage, "prompt_tokens", 0)),
+            "completion_tokens": _count(getattr(usage, "completion_tokens", 0)),
+            "total_tokens": _count(getattr(usage, "total_tokens", 0)),
         },
         "finish_reason": choice.finish_reason,
         "model": response.model,
@@ -225,3 +225,9 @@ async def _streamed(client: Any, kwargs: dict[str, Any], on_delta: OnDelta) -> d
     if reply.chunks == 0:
         raise _NoStreaming("the streamed reply had no chunk")
     return reply.reply()
+
+
+def _count(value: Any) -> int:
+    """A token count as the endpoint reported it, or 0 when it is not a count (``"many"``, -5, 1.5):
+    the workflow adds these up, and a string there would fail it."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0

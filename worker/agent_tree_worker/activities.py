@@ -98,6 +98,7 @@ class Activities:
         """Write steps to PostgreSQL (raises when it stays unreachable), then publish them (never raises)."""
         if not steps:
             return
+        steps = payloads.scrub(steps)  # e.g. a Python agent's event quoting a NUL: recorded, not refused
         if self.store is not None:
             steps = await self.forks.mark(run_id, steps)
         stored = await self.store.write_steps(run_id, steps) if self.store else steps
@@ -137,7 +138,7 @@ class Activities:
     async def finish_run(self, inp: t.FinishRunInput) -> None:
         await self.write(inp.run_id, inp.steps)
         if self.store:
-            await self.store.finish_run(inp.run_id, inp.result, self.identity)
+            await self.store.finish_run(inp.run_id, payloads.scrub(inp.result), self.identity)
         await self.stream.publish(
             inp.run_id, [], final={"status": inp.result["status"], "answer": inp.result["answer"]}
         )
@@ -347,8 +348,11 @@ class Activities:
             try:
                 async with heartbeating():
                     with metrics.model_call(agent.name, getattr(agent.model, "name", "") or "") as call:
-                        response = await openai_client.call_model(
-                            agent, messages, tools, max_retries=0, on_delta=live.add if live else None
+                        # NUL and lone surrogates in a reply could never be recorded (payloads.scrub).
+                        response = payloads.scrub(
+                            await openai_client.call_model(
+                                agent, messages, tools, max_retries=0, on_delta=live.add if live else None
+                            )
                         )
                         call.usage = response.get("usage") or {}
             finally:

@@ -13,6 +13,7 @@ from typing import Any
 # Canonical JSON is the contract's (the stream encodes steps with it); re-exported for the worker.
 from agent_tree.contract import dumps as dumps
 from agent_tree.contract import json_size as json_size
+from agent_tree.contract import scrub as scrub
 
 BLOB_THRESHOLD = 64 * 1024
 """Values whose JSON is larger than this many bytes are stored as blobs."""
@@ -30,6 +31,8 @@ def not_json_reason(value: Any) -> str | None:
         dumps(value)
     except (TypeError, ValueError) as exc:
         return f"{type(value).__name__} is not JSON-serialisable ({exc})"
+    except RecursionError:
+        return f"{type(value).__name__} is nested too deeply to be JSON"
     return None
 
 

@@ -61,9 +61,11 @@ def find_node(compiled: CompiledTree, name: str) -> AgentNode | None:
 
 async def execute_tool(node: AgentNode, name: str, args: dict[str, Any], limit: float) -> ToolResult:
     """Run a tool of ``node``: sync tools in a thread (heartbeats go on), bounded by ``limit`` seconds,
-    and a result that is not JSON becomes an error. Recorded in the tool metrics."""
+    and a result that is not JSON becomes an error; NUL and lone surrogates in its text become U+FFFD
+    (:func:`payloads.scrub`: nothing could record them). Recorded in the tool metrics."""
     began = time.perf_counter()
     result = await _run_tool(node, name, args, limit)
+    result = result.model_copy(update={"output": payloads.scrub(result.output), "error": payloads.scrub(result.error)})
     metrics.record_tool(node.name, name, result.status, time.perf_counter() - began)
     return result
 
