@@ -61,6 +61,18 @@ def api_key(agent: AgentSpec, env: typing.Mapping[str, str] | None = None) -> st
     )
 
 
+REDACTED = "[redacted API key]"
+
+
+def redact(agent: AgentSpec, text: str, env: typing.Mapping[str, str] | None = None) -> str:
+    """``text`` without the agent's API key (an endpoint's error may quote the key it was given)."""
+    try:
+        key = api_key(agent, env)
+    except ModelConfigError:
+        return text
+    return text.replace(key, REDACTED) if len(key) >= 4 else text
+
+
 def base_url(agent: AgentSpec, env: typing.Mapping[str, str] | None = None) -> str | None:
     env = os.environ if env is None else env
     return (

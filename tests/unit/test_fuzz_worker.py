@@ -175,3 +175,21 @@ async def test_a_usage_that_is_not_a_count_counts_zero(monkeypatch):
     )
     assert response["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     chat.next_action(chat.observe_model(chat.start(AGENT, "go"), response))
+
+
+@pytest.mark.parametrize("status", [401, 500])
+async def test_an_endpoint_error_quoting_the_api_key_reaches_nobody_with_it(monkeypatch, status):
+    """Some servers quote the key they were given in their 401; a proxy may do it in a 500 (retried)."""
+    key = "sk-fz-secret-0123456789"
+    monkeypatch.setenv(openai_client.env_key_name("clerk"), key)
+    answer = {"error": {"message": f"Incorrect API key provided: {key}", "type": "invalid_request_error"}}
+    http = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(status, json=answer)))
+    client = AsyncOpenAI(base_url="http://fuzz.invalid/v1", api_key=key, max_retries=0, http_client=http)
+    monkeypatch.setattr(openai_client, "client_for", lambda agent, max_retries=2: client)
+    with pytest.raises(Exception) as caught:
+        await ActivityEnvironment().run(
+            Activities(None, RecordingStream()).model_call,
+            t.ModelCallInput("wf-fz", SPEC, "clerk", [{"role": "user", "content": "go"}], ord=[1, 1]),
+        )
+    assert key not in str(caught.value) and openai_client.REDACTED in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__  # no traceback quotes it either

@@ -361,14 +361,18 @@ class Activities:
         except (openai_client.ModelConfigError, registry.EntrypointError) as exc:
             raise ApplicationError(str(exc), type="ModelConfigError", non_retryable=True) from None
         except Exception as exc:
+            # The endpoint's words may quote the API key (some servers echo a wrong one in their 401):
+            # the key is cut out of the error before it reaches the history, the status, Events or logs.
             status = getattr(exc, "status_code", None)
             if status in NON_RETRYABLE_STATUS:
                 raise ApplicationError(
-                    f"the model endpoint refused the request ({status}): {error_message(exc)}",
+                    openai_client.redact(
+                        agent, f"the model endpoint refused the request ({status}): {error_message(exc)}"
+                    ),
                     type="ModelRequestError",
                     non_retryable=True,
                 ) from None
-            raise
+            raise ApplicationError(openai_client.redact(agent, str(exc)), type=type(exc).__name__) from None
         if not response["tool_calls"] and not inp.router:
             response["final"] = replies.interpret_final(agent.outputSchema, response["content"])
         if self.store is not None and payloads.json_size(response["content"]) > payloads.BLOB_THRESHOLD:
