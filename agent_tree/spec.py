@@ -363,11 +363,25 @@ class AgentTreeStatus(BaseModel):
 
 
 class ObjectMeta(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """Kubernetes ``metadata``: its fields only (``kubectl apply`` refuses any other, field validation Strict);
+    those the API server sets (``uid``, ``managedFields``, ...) are accepted as they are."""
+
+    model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=RESOURCE_NAME_RE, max_length=253)
     namespace: str | None = Field(default=None, pattern=AGENT_NAME_RE, max_length=63)
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
+    generateName: str | None = None
+    uid: str | None = None
+    resourceVersion: str | None = None
+    generation: int | None = None
+    creationTimestamp: Any = None
+    deletionTimestamp: Any = None
+    deletionGracePeriodSeconds: int | None = None
+    ownerReferences: list[dict[str, Any]] | None = None
+    finalizers: list[str] | None = None
+    managedFields: list[dict[str, Any]] | None = None
+    selfLink: str | None = None
 
 
 class AgentTreeManifest(_Model):

@@ -8,9 +8,10 @@ environment, and the pod's and container's security contexts the operator lays o
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Model(BaseModel):
@@ -41,9 +42,22 @@ class EnvVar(_Model):
     valueFrom: dict[str, Any] | None = None
 
 
+QUANTITY_RE = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+"""A Kubernetes resource quantity (k8s.io/apimachinery resource.Quantity), e.g. 500m, 1, 2Gi (the CRD has it too)."""
+
+
 class ResourceRequirements(_Model):
     requests: dict[str, str] = Field(default_factory=dict)
     limits: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("requests", "limits")
+    @classmethod
+    def _quantities(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [f"{k}: {v[:40]!r} is not a Kubernetes quantity; use e.g. 500m, 1, 2Gi" for k, v in value.items()
+               if not re.match(QUANTITY_RE, v)]  # fmt: skip
+        if bad:
+            raise ValueError("\n".join(bad))
+        return value
 
 
 _ProfileType = Literal["RuntimeDefault", "Localhost", "Unconfined"]

@@ -17,12 +17,10 @@ from pydantic import BaseModel
 from agent_tree.registry import ENTRYPOINT_RE
 from agent_tree.spec import AGENT_NAME_RE, RESOURCE_NAME_RE, AgentRunSpec
 from agent_tree.spec_runs import FORK_RUN_MESSAGE
-from agent_tree.spec_workers import AutoscaleSpec
+from agent_tree.spec_workers import QUANTITY_RE, AutoscaleSpec
 
 AGENT_NAME_MAX = 40
 TREE_NAME_MAX = 63  # the tree name is a label value (agenttree.io/tree) on every worker
-# A Kubernetes resource quantity (k8s.io/apimachinery resource.Quantity), e.g. 500m, 1, 2Gi.
-QUANTITY_RE = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 
 # Models whose defaults must NOT be materialised by the API server: an agent's `worker` overrides
 # the tree's `worker` field by field, and "unset" (inherit) must stay distinguishable from a default.
