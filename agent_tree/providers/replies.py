@@ -42,6 +42,8 @@ def _parse_json(text: str) -> tuple[Any, str | None]:
         return json.loads(body), None
     except ValueError as exc:
         return None, str(exc)
+    except RecursionError:  # e.g. "[[[[..." thousands deep: not a reply anyone can use
+        return None, "the JSON is nested too deeply"
 
 
 def truncate(text: str, limit: int = SUMMARY_LIMIT) -> str:
