@@ -154,7 +154,11 @@ def test_manifests_offline_and_at_admission_with_the_operator_agree(platform: Pl
 
         objects = {o["metadata"]["name"]: o for o in wait_for(reconciled, 300, "the operator's status on every object")}
         for label, doc, problems in sample:
-            obj = objects[doc["metadata"]["name"]]
+            obj = objects.get(doc["metadata"]["name"])
+            if obj is None:  # a run that finished at once (e.g. forkFrom an unknown run) and whose TTL was 0
+                assert doc["kind"] == "AgentRun" and "ttlSecondsAfterFinished" in doc["spec"], doc
+                table[(label, "real run", "deleted after its TTL")] += 1
+                continue
             if doc["kind"] == "AgentTree":
                 cond = degraded(obj) or {}
                 invalid = cond.get("status") == "True" and cond.get("reason") == "InvalidSpec"

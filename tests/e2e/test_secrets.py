@@ -69,7 +69,7 @@ def tree(name: str, secret: str, base_url: str) -> dict[str, Any]:
         "kind": "AgentTree",
         "metadata": {"name": name},
         "spec": {
-            "root": "clerk",
+            "root": "desk",
             "worker": {
                 "replicas": 1,
                 "env": [
@@ -78,6 +78,7 @@ def tree(name: str, secret: str, base_url: str) -> dict[str, Any]:
                 ],
             },
             "agents": [
+                {"name": "desk", "description": "Hands every request to the clerk.", "children": ["clerk"]},
                 {
                     "name": "clerk",
                     "description": "Answers with tools.",
@@ -90,7 +91,7 @@ def tree(name: str, secret: str, base_url: str) -> dict[str, Any]:
                         {"name": "fail", "entrypoint": "secret_tools:fail"},
                         {"name": "nap", "entrypoint": "secret_tools:nap", "timeoutSeconds": 300},
                     ],
-                }
+                },
             ],
         },
     }

@@ -97,8 +97,12 @@ def call(name: Any = "generated", arguments: Any = "{}", id_: Any = "t1") -> dic
 def model_responses(draw: st.DrawFn) -> tuple[int, bytes]:
     """(HTTP status, body) of a Chat Completions answer."""
     kind = draw(
-        st.sampled_from(["content", "tool_calls", "wrong_types", "shape", "not_json", "not_utf8", "status", "huge"])
+        st.sampled_from(
+            ["content", "tool_calls", "wrong_types", "shape", "not_json", "not_utf8", "status", "huge", "sse", "sse"]
+        )
     )
+    if kind == "sse":
+        return 200, draw(sse_bodies())
     if kind == "content":
         body = completion(draw(any_text | json_like.map(json.dumps) | st.none()))
     elif kind == "tool_calls":
@@ -134,3 +138,51 @@ def model_responses(draw: st.DrawFn) -> tuple[int, bytes]:
     if kind == "not_utf8":
         return 200, b'{"choices": [{"message": {"content": "\xff\xfe"}}]}'
     return 200, json.dumps(body, ensure_ascii=True, default=str).encode()
+
+
+piece = any_text | st.sampled_from([None, 5, ["x"], {"a": 1}])
+chunk_deltas = st.fixed_dictionaries(
+    {},
+    optional={
+        "content": piece,
+        "tool_calls": st.lists(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "index": st.sampled_from([0, 1, None, "x", -1]),
+                    "id": piece,
+                    "function": st.fixed_dictionaries({}, optional={"name": piece, "arguments": piece}) | st.none(),
+                },
+            ),
+            max_size=2,
+        ),
+    },
+)
+chunks = st.fixed_dictionaries(
+    {
+        "choices": st.lists(
+            st.fixed_dictionaries({"index": st.sampled_from([0, 0, 1]), "delta": chunk_deltas}), max_size=2
+        )
+    },
+    optional={
+        "usage": st.none()
+        | st.sampled_from([{"total_tokens": "x"}, {"total_tokens": -3}, {"prompt_tokens": 2.5}, "u"]),
+        "model": piece,
+        "id": st.just("c1"),
+        "object": st.just("chat.completion.chunk"),
+        "created": st.just(1),
+    },
+)
+
+
+@st.composite
+def sse_bodies(draw: st.DrawFn) -> bytes:
+    """A streamed answer (Server-Sent Events): odd chunks, lines that are not JSON, or no end."""
+    lines = []
+    for item in draw(
+        st.lists(chunks.map(lambda c: json.dumps(c)) | st.sampled_from(["{", "[]", "null", "5"]), max_size=5)
+    ):
+        lines.append(f"data: {item}\n\n")
+    if draw(st.booleans()):
+        lines.append("data: [DONE]\n\n")
+    return "".join(lines).encode()

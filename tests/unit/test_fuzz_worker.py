@@ -36,9 +36,10 @@ SPEC = {"root": "clerk", "agents": [AGENT]}
 
 
 class RecordingStream:
-    """StepStream's interface; keeps what was published."""
+    """StepStream's interface; keeps what was published. With a ``url``, model calls stream."""
 
-    def __init__(self) -> None:
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url
         self.steps: list[dict[str, Any]] = []
 
     async def publish(self, run_id: str, steps: list[Any], *, final: dict[str, Any] | None = None) -> bool:
@@ -115,18 +116,20 @@ async def test_generated_model_answers_end_as_responses_or_clear_errors(monkeypa
 
     def handler(request: httpx.Request) -> httpx.Response:
         status, body = answer[0]
-        return httpx.Response(status, content=body, headers={"content-type": "application/json"})
+        kind = "text/event-stream" if body.startswith(b"data:") else "application/json"
+        return httpx.Response(status, content=body, headers={"content-type": kind})
 
     def client_for(agent: Any, *, max_retries: int = 2) -> AsyncOpenAI:
         http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
         return AsyncOpenAI(base_url="http://fuzz.invalid/v1", api_key="k", max_retries=0, http_client=http)
 
     monkeypatch.setattr(openai_client, "client_for", client_for)
-    stream = RecordingStream()
+    stream = RecordingStream(url="redis://fuzz.invalid")  # the calls stream (and fall back to plain ones)
     acts, env = Activities(None, stream, identity="fuzz"), ActivityEnvironment()
     failures, outcomes = [], Counter()
     for i, (status, body) in enumerate(corpus):
         answer[:] = [(status, body)]
+        openai_client._no_streaming.clear()  # each answer is tried streamed first
         what = f"model answer {status} {body[:150]!r}"
         inp = t.ModelCallInput(f"wf-fz-{i}", SPEC, "clerk", [{"role": "user", "content": "go"}], ord=[1, 1])
         try:
@@ -193,3 +196,12 @@ async def test_an_endpoint_error_quoting_the_api_key_reaches_nobody_with_it(monk
         )
     assert key not in str(caught.value) and openai_client.REDACTED in str(caught.value)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__  # no traceback quotes it either
+
+
+def test_a_reply_nested_too_deeply_is_a_reply_that_is_not_json():
+    """Found by the worker-process fuzz: ``"[" * 3000`` raised RecursionError in the model-call activity."""
+    from agent_tree.providers.replies import interpret_final
+
+    assert interpret_final({"type": "object"}, "[" * 3000)["errors"] == [
+        "the reply must be a JSON object: the JSON is nested too deeply"
+    ]
