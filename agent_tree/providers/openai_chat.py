@@ -141,6 +141,8 @@ def _parse_args(raw: Any) -> tuple[dict[str, Any], str | None]:
         value = json.loads(raw or "{}")
     except (TypeError, ValueError) as exc:
         return {}, f"the arguments are not valid JSON ({exc}): {str(raw)[:200]}"
+    except RecursionError:  # "[[[[..." thousands deep (this runs in the workflow: it must not raise)
+        return {}, f"the arguments are nested too deeply to be read: {str(raw)[:200]}"
     if not isinstance(value, dict):
         return {}, f"the arguments must be a JSON object, got {type(value).__name__}"
     return value, None

@@ -205,3 +205,14 @@ def test_a_reply_nested_too_deeply_is_a_reply_that_is_not_json():
     assert interpret_final({"type": "object"}, "[" * 3000)["errors"] == [
         "the reply must be a JSON object: the JSON is nested too deeply"
     ]
+
+
+def test_tool_call_arguments_nested_too_deeply_are_a_call_error_not_a_workflow_failure():
+    """Found by the fuzz above: json.loads of ``"[" * 5000`` raised RecursionError in the chat loop,
+    which runs in the workflow (its task failed on every attempt: a stuck run)."""
+    state = chat.observe_model(
+        chat.start(AGENT, "go"),
+        {"content": None, "tool_calls": [{"id": "t1", "name": "generated", "arguments": "[" * 5000}], "usage": {}},
+    )
+    (call,) = chat.next_action(state).calls
+    assert call.error.startswith("the arguments are nested too deeply to be read")
