@@ -111,7 +111,7 @@ def test_manifests_offline_and_at_admission_with_the_operator_agree(platform: Pl
 
     k8s_config.load_kube_config(platform.kubeconfig)
     api = k8s.CustomObjectsApi()
-    docs = [(label, named(doc, i)) for i, (label, doc) in enumerate(corpus(examples(130)))]
+    docs = [(label, named(doc, i)) for i, (label, doc) in enumerate(corpus(examples(65)))]
     verdicts = [offline(doc) for _, doc in docs]
     with namespace(platform, operator, "fz-man", cleanup_timeout=120) as ns:
         quota = {
@@ -139,7 +139,7 @@ def test_manifests_offline_and_at_admission_with_the_operator_agree(platform: Pl
             (label, doc, problems)
             for (label, doc), problems, (status, _) in zip(docs, verdicts, admitted, strict=True)
             if status == 201 and isinstance(doc, dict)
-        ][: examples(130) // 3 + 20]
+        ][: examples(65) // 3 + 20]
         with ThreadPoolExecutor(8) as pool:
             real = list(pool.map(lambda s: create(api, ns, s[1], dry_run=False), sample))
         assert all(status == 201 for status, _ in real), [r for r in real if r[0] != 201][:5]

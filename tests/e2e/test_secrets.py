@@ -276,9 +276,11 @@ async def test_a_model_key_never_leaves_the_worker(
 
         # The REST API serves every run (history, steps, events) as a caller; its log and metrics count too.
         ok(platform.kubectl("create", "serviceaccount", "reader", "-n", ns))
+        resources = "--resource=agentruns.agenttree.io,agenttrees.agenttree.io,agentapprovals.agenttree.io"
+        ok(platform.kubectl("create", "role", "reader", "-n", ns, "--verb=get,list,watch", resources))
         ok(
             platform.kubectl(
-                "create", "rolebinding", "reader", "-n", ns, "--clusterrole=admin", f"--serviceaccount={ns}:reader"
+                "create", "rolebinding", "reader", "-n", ns, "--role=reader", f"--serviceaccount={ns}:reader"
             )
         )
         token = ok(platform.kubectl("create", "token", "reader", "-n", ns)).strip()

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 API_VERSION = "agenttree.io/v1alpha1"
-FIELD_RE = re.compile(r"^[A-Za-z_]\w*(\[\d+\])*(\.[^\s:]+)*: ")
+FIELD_RE = re.compile(r"^[A-Za-z_][^:\n]*: ")
 """How every rejection of a manifest starts: the path of the field at fault and a colon."""
 
 DEFAULT_EXAMPLES = 60
