@@ -87,7 +87,8 @@ def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def scrub(value: Any) -> Any:
@@ -95,15 +96,17 @@ def scrub(value: Any) -> Any:
 
     Tools and models can produce both; PostgreSQL's jsonb refuses NUL, and neither UTF-8 (Redis,
     Temporal's JSON, asyncpg) nor PostgreSQL carries a lone surrogate, so a step or result holding
-    one could never be recorded. Values that are not JSON are left as they are (rejected elsewhere).
+    one could never be recorded. Values without either come back as they are (the same object);
+    values that are not JSON too (they are rejected elsewhere). Through JSON, not recursion: a
+    value nested hundreds deep is scrubbed like any other.
     """
-    if isinstance(value, str):
-        return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
-    if isinstance(value, dict):
-        return {scrub(k): scrub(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [scrub(v) for v in value]
-    return value
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        return value
+    if "\\u0000" not in text and not _SURROGATE.search(text):
+        return value
+    return json.loads(_SURROGATE.sub("\ufffd", _NUL_ESCAPE.sub(r"\1\\ufffd", text)))
 
 
 def json_size(value: Any) -> int:

@@ -96,6 +96,11 @@ async def _run_tool(node: AgentNode, name: str, args: dict[str, Any], limit: flo
             tool_name=name, status="error", error=error_message(exc), duration_ms=(time.perf_counter() - started) * 1000
         )
     reason = payloads.not_json_reason(result.output) if result.status == "ok" else None
+    if reason is None and result.status == "ok":
+        try:  # what the activity does with it; Pydantic stops at a few hundred levels of nesting
+            result.model_dump(mode="json")
+        except ValueError as exc:
+            reason = str(exc)
     if reason is not None:
         return ToolResult(
             tool_name=name,
