@@ -6,7 +6,7 @@ stuck workflow), its tool call is one tool_end step (ok, or an error naming why)
 the run's end.
 
 Reduced in the normal test run; ``AGENT_TREE_FUZZ_EXAMPLES=1000 pytest -m fuzz tests/integration`` runs
-a 100-run sample (one run per ten examples; 8 in the reduced run)."""
+a 100-run sample (one run per ten examples; 12 in the reduced run)."""
 
 from __future__ import annotations
 
