@@ -66,15 +66,16 @@ async def _volume(stack: Stack, runs: int) -> dict[str, Any]:
     }
 
 
-async def batches(stack: Stack, total: int, batch: int, within: float = 600) -> dict[str, Any]:
-    """``total`` AgentRuns through the operator, ``batch`` at a time (each batch waits for the previous)."""
+async def batches(stack: Stack, total: int, batch: int, within: float = 600, max_minutes: float = 0) -> dict[str, Any]:
+    """``total`` AgentRuns through the operator, ``batch`` at a time (each batch waits for the previous);
+    with ``max_minutes``, no batch starts after that time (the result says how many runs were made)."""
     stack.set_tool_seconds(0.05)
     watch = RunWatch(stack.kube.kubeconfig, stack.namespace).start()  # type: ignore[union-attr]
     created: dict[str, float] = {}
     began = time.monotonic()
     try:
         with Sampler(stack) as sampler:
-            while len(created) < total:
+            while len(created) < total and not (max_minutes and time.monotonic() - began > max_minutes * 60):
                 at = time.monotonic()
                 names = create_runs(stack, min(batch, total - len(created)), "load")
                 created.update(dict.fromkeys(names, at))
@@ -86,25 +87,27 @@ async def batches(stack: Stack, total: int, batch: int, within: float = 600) -> 
     latencies = _latencies(watch, created)
     succeeded = sum(1 for n in created if phases.get(n) == "Succeeded")
     elapsed = time.monotonic() - began
+    made = len(created)
+    cut = f" (of {total}: cut at {max_minutes:g} min)" if made < total else ""
     return {
-        "fault": f"load: {total} runs in batches of {batch}",
+        "fault": f"load: {made} runs in batches of {batch}{cut}",
         "repetitions": 0,
-        "runs": total,
+        "runs": made,
         "completed": succeeded,
-        "lost": total - succeeded,
+        "lost": made - succeeded,
         "duplicated_steps": 0,
         "duplicated_side_effects": 0,
         "max_recover_seconds": 0.0,
-        "success_rate": round(succeeded / total, 4) if total else 0.0,
+        "success_rate": round(succeeded / made, 4) if made else 0.0,
         "seconds": round(elapsed, 1),
-        "runs_per_second": round(total / elapsed, 2) if elapsed else 0.0,
+        "runs_per_second": round(made / elapsed, 2) if elapsed else 0.0,
         "latency_seconds": {
             "p50": round(percentile(latencies, 50), 2),
             "p99": round(percentile(latencies, 99), 2),
             "max": round(max(latencies, default=0.0), 2),
         },
         "memory": sampler.summary(),
-        "postgres": await _volume(stack, total),
+        "postgres": await _volume(stack, made),
     }
 
 

@@ -24,14 +24,15 @@ class Size:
     service_runs: int
     load_runs: int
     load_batch: int
+    load_max_minutes: float
     soak_minutes: float
     soak_rate: float
 
 
 SIZES = {
-    "reduced": Size(3, 4, 2, 4, 1, 1, 1, 1, 2, 30, 10, 0, 0),
-    "medium": Size(10, 10, 5, 10, 2, 2, 1, 1, 4, 300, 50, 5, 0.5),
-    "full": Size(20, 20, 10, 20, 5, 5, 3, 3, 5, 2000, 100, 30, 1.0),
+    "reduced": Size(3, 4, 2, 4, 1, 1, 1, 1, 2, 30, 10, 0, 0, 0),
+    "medium": Size(10, 10, 5, 10, 2, 2, 1, 1, 4, 300, 50, 0, 5, 0.5),
+    "full": Size(20, 20, 10, 20, 5, 5, 3, 3, 5, 2000, 100, 0, 30, 1.0),
 }
 SCENARIOS = ("workers", "operator", "services", "load", "soak")
 
@@ -66,7 +67,7 @@ async def run(
                     done(await operator_faults.service_restarts(stack, service, reps, size.service_runs), began)
         if "load" in only and size.load_runs:
             began = time.monotonic()
-            done(await load.batches(stack, size.load_runs, size.load_batch), began)
+            done(await load.batches(stack, size.load_runs, size.load_batch, max_minutes=size.load_max_minutes), began)
         if "soak" in only and size.soak_minutes:
             began = time.monotonic()
             done(await load.soak(stack, size.soak_minutes, size.soak_rate), began)
