@@ -35,12 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the JSON report here")
     parser.add_argument("--doc", type=Path, help="replace the table of this markdown file (docs/reliability.md)")
     parser.add_argument("--dir", type=Path, help="working folder (logs, data); default: a new temp folder")
-    parser.add_argument("--from-json", type=Path, help="run nothing: write --doc from this report (a cut run's too)")
+    parser.add_argument("--from-json", type=Path, nargs="+",
+                        help="run nothing: write --doc from these reports (a cut run's too), tables joined")  # fmt: skip
     args = parser.parse_args(argv)
     if args.from_json:
         if not args.doc:
             parser.error("--from-json needs --doc")
-        report.write_doc(args.doc, json.loads(args.from_json.read_text()))
+        report.write_doc(args.doc, report.combine([json.loads(f.read_text()) for f in args.from_json]))
         return 0
     size = suite.SIZES[args.size]
     for item in args.set:

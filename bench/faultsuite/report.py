@@ -70,12 +70,42 @@ def table(results: list[dict[str, Any]]) -> str:
                 f" -> {mem.get('workers_mib', {}).get('last')} MiB; PostgreSQL {pg.get('step_rows_per_run')} step rows"
                 f" and {pg.get('bytes_per_run')} bytes per run"
             )
+        requested = r.get("requested_repetitions")
+        if requested and requested != r["repetitions"]:
+            notes.append(f"- {r['fault']}: {r['repetitions']} of {requested} requested kills happened (the runs "
+                         "had finished before the others)")  # fmt: skip
+        if (r.get("side_effects") or {}).get("missing"):
+            notes.append(f"- {r['fault']}: {r['side_effects']['missing']} counted calls never completed in runs "
+                         "that completed (the model was told the call failed)")  # fmt: skip
+        if "rows_lost" in r:
+            notes.append(f"- {r['fault']}: {r['rows_lost']} step rows lost, {r['started_twice']} runs started "
+                         f"twice, {len(r.get('status_regressions') or [])} status regressions")  # fmt: skip
+        if "converge_seconds" in r:
+            in_flight = [k.get("in_flight") for k in r.get("kills", [])]
+            notes.append(f"- {r['fault']}: runs in flight at each kill {in_flight}; every AgentRun final "
+                         f"{r['converge_seconds']} s after the last restart; {r['started_twice']} runs started "
+                         f"twice; {len(r.get('status_regressions') or [])} status regressions")  # fmt: skip
         for key in ("status_regressions",):
             if r.get(key):
                 notes.append(f"- {r['fault']}: {len(r[key])} status regressions: {r[key][:3]}")
         if r.get("started_twice"):
             notes.append(f"- {r['fault']}: {r['started_twice']} runs started twice")
     return "\n".join(lines + (["", *notes] if notes else []))
+
+
+def combine(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several reports as one: their results in order, every command, the first one's machine."""
+    if len(reports) == 1:
+        return reports[0]
+    return {
+        **reports[0],
+        "command": "` then `".join(r["command"] for r in reports),
+        "size": ", ".join(r["size"] for r in reports),
+        "finished": reports[-1].get("finished", ""),
+        "seconds": sum(r.get("seconds", 0) for r in reports),
+        "complete": all(r.get("complete", True) for r in reports),
+        "results": [x for r in reports for x in r["results"]],
+    }
 
 
 def write_doc(doc: Path, report: dict[str, Any]) -> None:
