@@ -70,6 +70,9 @@ def table(results: list[dict[str, Any]]) -> str:
                 f" -> {mem.get('workers_mib', {}).get('last')} MiB; PostgreSQL {pg.get('step_rows_per_run')} step rows"
                 f" and {pg.get('bytes_per_run')} bytes per run"
             )
+        for m in r.get("per_minute") or []:
+            notes.append(f"  - minute {m['minute']}: {m['succeeded']}/{m['runs']} succeeded, latency p50 {m['p50']} s"
+                         f" / p99 {m['p99']} s, operator {m['operator_mib']} MiB, workers {m['workers_mib']} MiB")  # fmt: skip
         requested = r.get("requested_repetitions")
         if requested and requested != r["repetitions"]:
             notes.append(f"- {r['fault']}: {r['repetitions']} of {requested} requested kills happened (the runs "
