@@ -89,6 +89,12 @@ class History:
         rows = await self._fetch("SELECT count(*) AS n FROM steps WHERE run_id = $1", workflow_id)
         return int(rows[0]["n"])
 
+    async def tail(self, workflow_id: str) -> tuple[int, list[int] | None]:
+        """(how many steps the run has recorded, the ord of the last one or None): one primary-key range read."""
+        rows = await self._fetch("SELECT count(*) AS n, max(ord) AS last FROM steps WHERE run_id = $1", workflow_id)
+        last = rows[0]["last"] if rows else None
+        return (int(rows[0]["n"]) if rows else 0), (list(last) if last is not None else None)
+
     async def steps(self, workflow_id: str, after: list[int] | None = None, limit: int = 1000) -> list[Step]:
         """Up to ``limit`` steps after ``after`` (None: from the first), in order."""
         rows = await self._fetch(

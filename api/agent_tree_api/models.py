@@ -101,6 +101,13 @@ class RunView(RunSummary):
     status: dict[str, Any] | None = None
     input: str | None = None
     result: Any = None
+    recordedSteps: int = Field(
+        default=0, description="Steps in the history now (GET returns it; the SSE snapshot does not)."
+    )
+    lastPosition: str | None = Field(
+        default=None,
+        description="Position of the last recorded step: follow only what comes next with .../events?since=<it>.",
+    )
 
 
 class StepItem(BaseModel):

@@ -100,6 +100,10 @@ class FakeHistory(History):
     async def count_steps(self, workflow_id: str) -> int:
         return len(self.step_rows.get(workflow_id, []))
 
+    async def tail(self, workflow_id: str) -> tuple[int, list[int] | None]:
+        rows = self.step_rows.get(workflow_id, [])
+        return len(rows), (max(s["ord"] for s in rows) if rows else None)
+
     def add_step(self, workflow_id: str, ord_: list[int], kind: str = "reasoning", **data: Any) -> dict[str, Any]:
         step = {"ord": ord_, "type": kind, "agent": "root", "data": {"thought": ord_str(ord_), **data}, "ts": ""}
         self.step_rows.setdefault(workflow_id, []).append(step)

@@ -219,6 +219,15 @@ async def test_a_deleted_run_is_read_from_the_history(svc):
     assert [i["name"] for i in listed.json()["items"]] == ["gone"]
 
 
+async def test_a_run_says_where_its_history_ends(svc):
+    workflow_id = _run(svc, "tailed", 3)
+    svc.history.add_step(workflow_id, [3, 1])
+    async with client(svc) as http:
+        r = await http.get(f"{RUNS}/tailed", headers=ALICE)
+    assert r.status_code == 200, r.text
+    assert (r.json()["recordedSteps"], r.json()["lastPosition"]) == (4, "3.1")
+
+
 async def test_unknown_routes_and_methods_answer_in_the_same_shape(svc):
     async with client(svc) as http:
         missing = await http.get("/api/v1/nothing", headers=ALICE)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Response
 
 from agent_tree import naming
+from agent_tree.contract import ord_str
 from agent_tree.run_requests import fork_manifest, new_name
 from agent_tree.runs_query import MAX_LIMIT, QUERY_FIELDS, RunsQuery, UsageError, encode_cursor
 from agent_tree_api.auth import Caller
@@ -101,9 +102,15 @@ async def _agentruns(svc: Services, who: Caller, namespace: str) -> dict[str, di
 async def get_run(
     namespace: Namespace, name: Name, who: Caller = Depends(caller), svc: Services = Depends(services)
 ) -> RunView:
-    """One run: its AgentRun (spec, status) when it exists, and its latest run in the history."""
-    agentrun, row, _ = await resolve_run(svc, who, namespace, name)
-    return run_view(namespace, name, agentrun, row)
+    """One run: its AgentRun (spec, status) when it exists, and its latest run in the history.
+
+    ``recordedSteps`` and ``lastPosition`` say where the history ends now, so a client can page the
+    steps with .../steps and follow only the new ones with .../events?since=lastPosition.
+    """
+    agentrun, row, workflow_id = await resolve_run(svc, who, namespace, name)
+    view = run_view(namespace, name, agentrun, row)
+    count, last = await history_call(svc.history.tail(workflow_id))
+    return view.model_copy(update={"recordedSteps": count, "lastPosition": ord_str(last) if last else None})
 
 
 @router.post("/runs", response_model=Created, status_code=201, responses=ERRORS)
