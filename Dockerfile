@@ -29,6 +29,14 @@ COPY agent_tree ./agent_tree
 COPY operator ./operator
 COPY worker ./worker
 COPY api ./api
+# The web view (web/, TypeScript): built into api/agent_tree_api/static/ before the package is
+# installed, so the wheel ships it (package-data). Node and npm only in this build stage; the
+# toolchain versions are pinned by web/package-lock.json (the same as hack/build-web.sh runs).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends nodejs npm \
+ && rm -rf /var/lib/apt/lists/*
+COPY web ./web
+RUN cd web && npm ci --no-audit --no-fund && npm run build
 RUN /opt/venv/bin/pip install . \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -20,12 +21,16 @@ from agent_tree_api.errors import ApiError
 from agent_tree_api.history import HistoryUnavailable
 from agent_tree_api.kube import KubeError
 from agent_tree_api.routes import approvals, runs, steps, trees
+from agent_tree_api.routes.web import STATIC_DIR, web_router
 
 VERSION = "v1"
 
 
-def create_app(make_services: Callable[[], Awaitable[Services]]) -> FastAPI:
-    """The application; ``make_services`` builds its clients when it starts (and they close when it stops)."""
+def create_app(make_services: Callable[[], Awaitable[Services]], static_dir: Path = STATIC_DIR) -> FastAPI:
+    """The application; ``make_services`` builds its clients when it starts (and they close when it stops).
+
+    ``static_dir`` holds the web view's bundle (served at ``/``; see routes/web.py).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -46,6 +51,7 @@ def create_app(make_services: Callable[[], Awaitable[Services]]) -> FastAPI:
     )
     for module in (trees, runs, steps, approvals):
         app.include_router(module.router)
+    app.include_router(web_router(static_dir))
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
