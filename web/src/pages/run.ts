@@ -34,13 +34,12 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
     approvals: h("div", { id: "approvals" }),
     deltas: h("div", { id: "model-output", role: "log", "aria-live": "off" }),
     timeline: h("div", { class: "timeline-box", id: "timeline", tabindex: 0, "aria-label": "Timeline (scrolls sideways)" }),
-    paged: h("ol", { class: "steps", id: "steps-paged", "aria-label": "Recorded steps" }),
-    tail: h("ol", { class: "steps", id: "steps-live", "aria-label": "Steps that came in live" }),
+    list: h("ol", { class: "steps", id: "steps-list", "aria-label": "Steps" }),
     sentinel: h("div", { class: "sentinel", id: "steps-more" }),
     scroller: h("div", { class: "steps-scroll", id: "steps-scroll" }),
     inspector: h("div", { class: "inspector", id: "inspector", "aria-live": "polite" }),
   };
-  el.scroller.append(el.paged, el.sentinel, el.tail);
+  el.scroller.append(el.list, el.sentinel);
   emptyInspector(el.inspector);
   replace(main,
     el.head, el.problem, el.actions, el.actionOut,
@@ -88,7 +87,7 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
     const current = run.phase && TERMINAL.has(run.phase) ? null : pagingDone ? derived.current ?? run.currentAgent ?? null : run.currentAgent ?? derived.current;
     if (parts.has("run")) {
       replace(el.head, h("h1", {}, "Run ", h("span", {}, name), " ", phaseBadge(run.phase)), el.conn);
-      replace(el.summary, summaryList(ns, run, current ?? null));
+      replace(el.summary, summaryList(ns, run, current ?? null, Math.max(run.recordedSteps ?? 0, liveBase.count + liveIndex, steps.length)));
       replace(el.answer, answer(run));
       replace(el.budgets, budgets(run, tree));
       actions();
@@ -101,7 +100,9 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
       const cur = el.summary.querySelector("#current-agent");
       if (cur) cur.textContent = current ?? "—";
     }
-    if (parts.has("steps") || parts.has("selection")) {
+    if (parts.has("steps") || parts.has("selection") || parts.has("rows")) rows();
+    if (parts.has("timeline") || ((parts.has("steps") || parts.has("selection")) && timelineDue())) {
+      lastTimeline = performance.now();
       const agents = tree ? layout(tree).order : [];
       const index = selected === null ? null : steps.findIndex((s) => s.number === selected);
       const stickRight = !!stream && el.timeline.scrollLeft + el.timeline.clientWidth >= el.timeline.scrollWidth - 30;
@@ -112,6 +113,55 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
     if (parts.has("selection")) showSelected();
     if (parts.has("deltas")) deltaPanel(el.deltas, calls);
     if (parts.has("sentinel")) sentinel();
+  };
+
+  // The timeline is redrawn at most once a second while pages pour in (a 5,000-step SVG is not free).
+  let lastTimeline = 0;
+  let timelineTimer = 0;
+  const timelineDue = () => {
+    if (performance.now() - lastTimeline >= 1000) return true;
+    window.clearTimeout(timelineTimer);
+    timelineTimer = window.setTimeout(() => schedule("timeline"), 1000);
+    return false;
+  };
+
+  // The steps list is virtual: only the rows in view (and a few around) are in the document, so a
+  // long history costs no more to lay out than a short one.
+  const ROW = 26;
+  let focusN: number | null = null;
+  let version = 0; // bumped by every inserted step
+  let shown = "";
+  const rows = () => {
+    const total = steps.length;
+    el.list.style.height = `${total * ROW}px`;
+    const top = el.scroller.scrollTop;
+    const height = el.scroller.clientHeight || 480;
+    const from = Math.max(0, Math.floor(top / ROW) - 10);
+    const to = Math.min(total, Math.ceil((top + height) / ROW) + 10);
+    const key = `${from}:${to}:${version}`;
+    if (key === shown) {
+      for (const b of el.list.querySelectorAll<HTMLButtonElement>("button")) b.setAttribute("aria-pressed", String(Number(b.dataset.n) === selected));
+      return;
+    }
+    shown = key;
+    const setSize = String(Math.max(total, run?.recordedSteps ?? 0));
+    const items: HTMLLIElement[] = [];
+    for (let i = from; i < to; i++) {
+      const li = stepButton(steps[i], select);
+      li.style.top = `${i * ROW}px`;
+      li.setAttribute("aria-posinset", String(i + 1));
+      li.setAttribute("aria-setsize", setSize);
+      li.firstElementChild?.setAttribute("aria-pressed", String(steps[i].number === selected));
+      items.push(li);
+    }
+    const hadFocus = el.list.contains(document.activeElement);
+    el.list.replaceChildren(...items);
+    if (hadFocus && focusN !== null) el.list.querySelector<HTMLButtonElement>(`button[data-n="${focusN}"]`)?.focus();
+  };
+  const reveal = (index: number) => {
+    const top = index * ROW;
+    const h = el.scroller.clientHeight || 480;
+    if (top < el.scroller.scrollTop || top + ROW > el.scroller.scrollTop + h) el.scroller.scrollTop = Math.max(0, top - h / 2);
   };
 
   const sentinel = () => {
@@ -134,9 +184,10 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
   };
 
   // --- steps ---
-  const insert = (step: Numbered, live: boolean) => {
+  const insert = (step: Numbered) => {
     if (seen.has(step.position)) return false;
     seen.add(step.position);
+    version++;
     const last = steps[steps.length - 1];
     if (!last || compareOrd(last.ord, step.ord) < 0) steps.push(step);
     else {
@@ -149,7 +200,6 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
       }
       steps.splice(lo, 0, step);
     }
-    (live ? el.tail : el.paged).append(stepButton(step, select));
     return true;
   };
 
@@ -164,7 +214,7 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
           pagingDone = true; // reached the steps that came in live
           break;
         }
-        insert(item, false);
+        insert(item);
         pagedCount++;
       }
       cursor = page.nextCursor ?? null;
@@ -188,32 +238,41 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
     if (entries.some((e) => e.isIntersecting)) void nextPage();
   }, { root: el.scroller, rootMargin: "200px" });
   observer.observe(el.sentinel);
+  // Also on scrolling itself: a list scrolled to its end on every frame never lets the observer see
+  // the sentinel leave the view and come back.
+  el.scroller.addEventListener("scroll", () => {
+    schedule("rows");
+    if (el.scroller.scrollTop + el.scroller.clientHeight >= el.scroller.scrollHeight - 400) void nextPage();
+  }, { passive: true });
 
   const select = (n: number) => {
     selected = n;
+    focusN = n;
     schedule("selection");
   };
   const showSelected = () => {
     const index = steps.findIndex((s) => s.number === selected);
     if (index < 0) return emptyInspector(el.inspector);
-    for (const b of el.scroller.querySelectorAll("button[aria-pressed]")) b.removeAttribute("aria-pressed");
-    el.scroller.querySelector(`button[data-n="${selected}"]`)?.setAttribute("aria-pressed", "true");
     replace(el.inspector, inspector(steps[index], steps, index, (n, input) => void fork(n, input), true));
   };
   el.timeline.addEventListener("click", (ev) => {
     const i = (ev.target as Element).closest("[data-i]")?.getAttribute("data-i");
     if (i !== null && i !== undefined && steps[Number(i)]) {
       select(steps[Number(i)].number);
-      el.scroller.querySelector<HTMLButtonElement>(`button[data-n="${steps[Number(i)].number}"]`)?.scrollIntoView({ block: "nearest" });
+      reveal(Number(i));
     }
   });
   el.scroller.addEventListener("keydown", (ev) => {
     if (ev.key !== "ArrowDown" && ev.key !== "ArrowUp") return;
-    const buttons = Array.from(el.scroller.querySelectorAll<HTMLButtonElement>("li > button"));
-    const at = buttons.indexOf(document.activeElement as HTMLButtonElement);
+    const n = Number((document.activeElement as HTMLElement | null)?.dataset?.n);
+    const at = steps.findIndex((s) => s.number === n);
     if (at < 0) return;
     ev.preventDefault();
-    buttons[Math.max(0, Math.min(buttons.length - 1, at + (ev.key === "ArrowDown" ? 1 : -1)))].focus();
+    const next = Math.max(0, Math.min(steps.length - 1, at + (ev.key === "ArrowDown" ? 1 : -1)));
+    focusN = steps[next].number;
+    reveal(next);
+    rows();
+    el.list.querySelector<HTMLButtonElement>(`button[data-n="${focusN}"]`)?.focus();
   });
 
   // --- the run, the tree, approvals ---
@@ -284,7 +343,7 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
     liveIndex++;
     const number = liveBase.count + liveIndex;
     if (seen.has(pos)) return;
-    if (insert({ ...step, number, position: pos }, true)) {
+    if (insert({ ...step, number, position: pos })) {
       if (step.type === "model_usage") {
         for (const [call, c] of calls) if (call === pos || (c.agent === step.agent && !c.done)) c.done = true;
         schedule("deltas");
@@ -358,6 +417,7 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
   return () => {
     stopped = true;
     stream?.close();
+    window.clearTimeout(timelineTimer);
     observer.disconnect();
     window.clearTimeout(runTimer);
     if (frame) cancelAnimationFrame(frame);

@@ -5,7 +5,7 @@ import { paths } from "../router";
 import type { Approval, Budgets, RunView, TreeView } from "../types";
 import { phaseBadge, table } from "../ui";
 
-export function summaryList(ns: string, run: RunView, current: string | null): HTMLElement {
+export function summaryList(ns: string, run: RunView, current: string | null, recorded: number): HTMLElement {
   const item = (label: string, value: Node | string | null | undefined, id?: string) =>
     value === null || value === undefined || value === "" ? [] : [h("dt", {}, label), h("dd", id ? { id } : {}, value)];
   const took = run.durationSeconds ?? (run.startedAt && !run.finishedAt ? (Date.now() - Date.parse(run.startedAt)) / 1000 : null);
@@ -13,7 +13,7 @@ export function summaryList(ns: string, run: RunView, current: string | null): H
     ...item("Phase", phaseBadge(run.phase), "run-phase"),
     ...item("Tree", run.tree ? h("a", { href: paths.tree(ns, run.tree) }, run.tree) : null),
     ...item("Current agent", current ?? "—", "current-agent"),
-    ...item("Steps", num(run.steps), "run-steps"),
+    ...item("Steps", `${num(recorded)} recorded`, "run-steps"),
     ...item("Tokens", num(run.tokens)),
     ...item("Started", time(run.startedAt)),
     ...item("Duration", took !== null && took !== undefined ? span(took) : ""),

@@ -123,7 +123,7 @@ export function inspector(step: Numbered, steps: Numbered[], index: number, fork
 export function stepButton(step: Numbered, select: (n: number) => void): HTMLLIElement {
   const cls = step.type === "tool_end" && step.data?.status !== "ok" ? " bad" : step.type.startsWith("approval") ? " approval" : "";
   return h("li", { class: `step${cls}` },
-    h("button", { type: "button", "data-n": step.number, onclick: () => select(step.number) },
+    h("button", { type: "button", "data-n": step.number, onclick: () => select(step.number), onfocus: () => select(step.number) },
       h("span", { class: "n" }, `#${step.number}`), h("span", { class: "pos" }, step.position),
       h("span", { class: "ag" }, step.agent ?? ""), h("span", { class: "ty" }, step.type), h("span", { class: "sm" }, summary(step))));
 }

@@ -13,6 +13,11 @@ function workers(tree: TreeView, name: string): { ready: number; want: number } 
   return a ? { ready: a.readyReplicas ?? 0, want: a.replicas ?? 0 } : null;
 }
 
+/** A condition that needs attention: not Ready, or Degraded / Stalled. */
+function bad(type: string, status: string): boolean {
+  return type === "Ready" ? status !== "True" : (type === "Degraded" || type === "Stalled") && status === "True";
+}
+
 export function treesPage(main: HTMLElement, ns: string): () => void {
   setTitle(`Trees in ${ns}`);
   replace(main, h("h1", {}, "Trees ", h("span", { class: "muted" }, `in ${ns}`)), h("p", { class: "muted" }, "Loading…"));
@@ -74,7 +79,7 @@ export function treePage(main: HTMLElement, ns: string, name: string): () => voi
         })));
       const conds = tree.status.conditions ?? [];
       replace(condBox, conds.length ? table(`Conditions of ${name}`, ["Type", "Status", "Reason", "Message", "Since"],
-        conds.map((c) => h("tr", { "data-condition": c.type, class: c.status === "True" ? "" : "cond-false" }, h("th", { scope: "row" }, c.type), h("td", {}, c.status),
+        conds.map((c) => h("tr", { "data-condition": c.type, class: bad(c.type, c.status) ? "cond-bad" : "" }, h("th", { scope: "row" }, c.type), h("td", {}, c.status),
           h("td", {}, c.reason ?? ""), h("td", { class: "message" }, c.message ?? ""), h("td", {}, time(c.lastTransitionTime))))) : h("p", { class: "muted" }, "No conditions yet (the operator has not reconciled this tree)."));
       main.dataset.loaded = "true";
     } catch (err) {
