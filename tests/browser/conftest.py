@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hack"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "e2e"))
 import platformlib
 from agent_tree_api.routes.web import STATIC_DIR
+from api_process import ApiProcess
 from operator_process import INVOICE, OperatorProcess, apply_crds, namespace, ok, running
 from platformlib import REPO, Platform, wait_for
 from playwright.sync_api import Browser, BrowserContext, Playwright, sync_playwright
-from web_api_process import ApiProcess
 
 CHROMIUM = Path(os.environ.get("AGENT_TREE_CHROMIUM", "/usr/bin/chromium"))
 IMG = REPO / "docs" / "img"
@@ -87,7 +87,7 @@ class Web:
     def context(self, who: str | None = "alice", scheme: str = "light") -> BrowserContext:
         """A browser context (its own session storage), signed in as ``who`` (None: signed out)."""
         ctx = self.browser.new_context(
-            base_url=self.api.url, viewport={"width": 1280, "height": 1000}, color_scheme=scheme
+            base_url=self.api.base_url, viewport={"width": 1280, "height": 1000}, color_scheme=scheme
         )
         ctx.set_default_timeout(30_000)
         if who:
@@ -96,7 +96,7 @@ class Web:
 
     def call(self, method: str, path: str, body: Any = None, who: str = "alice") -> Any:
         req = urllib.request.Request(
-            f"{self.api.url}/api/v1/namespaces/{self.ns}{path}",
+            self.api.url(f"/api/v1/namespaces/{self.ns}{path}"),
             method=method,
             data=None if body is None else json.dumps(body).encode(),
             headers={"Authorization": f"Bearer {self.tokens[who]}", "Content-Type": "application/json"},

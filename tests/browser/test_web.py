@@ -29,6 +29,13 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(IMG / name), full_page=True)
 
 
+# true once the page shows more steps, and more timeline marks, than given
+GROWN = (
+    "((steps, marks) => Number(document.querySelector('main').dataset.steps) > steps"
+    " && document.querySelectorAll('#timeline [data-i]').length > marks)"
+)
+
+
 def steps_shown(page: Page) -> int:
     return int(page.locator("main").get_attribute("data-steps") or 0)
 
@@ -48,9 +55,9 @@ def test_a_live_run_page_follows_the_run_and_an_approval_from_the_page_finishes_
     expect(graph.locator('[data-agent="triage"]')).to_have_attribute("data-state", "needs_more_info")
     expect(graph.locator('[data-agent="verifier"]')).to_have_attribute("data-state", "idle")
     expect(page.locator("#stream-state")).to_have_text("● live")
+    page.wait_for_function(f"{GROWN}(0, 0)")  # the timeline is redrawn at most once a second
     before = steps_shown(page)
     marks_before = page.locator("#timeline [data-i]").count()
-    assert before > 0 and marks_before > 0
 
     web.open_gate("erp", "4821")
     # the run moves on to the verifier, whose tool call waits for a person: all without a reload
@@ -58,8 +65,7 @@ def test_a_live_run_page_follows_the_run_and_an_approval_from_the_page_finishes_
     expect(graph.locator('[data-agent="verifier"]')).to_have_attribute("data-state", "awaiting", timeout=LIVE)
     expect(graph.locator('[data-agent="invoice-specialist"]')).to_have_attribute("data-state", "needs_more_info")
     expect(page.locator("#run-summary .badge")).to_have_text("AwaitingApproval", timeout=LIVE)
-    assert steps_shown(page) > before
-    assert page.locator("#timeline [data-i]").count() > marks_before
+    page.wait_for_function(f"{GROWN}({before}, {marks_before})")
     approve = page.get_by_role("button", name="Approve verify_answer")
     expect(approve).to_be_visible(timeout=LIVE)
     shot(page, "web-live-run.png")

@@ -53,6 +53,8 @@ export class SseParser {
 export interface Follow {
   /** Stop following (aborts the request; no reconnect). */
   close(): void;
+  /** The id of the last event received (what a reconnect sends as Last-Event-ID). */
+  lastId(): string | null;
 }
 
 export interface FollowOptions {
@@ -124,5 +126,6 @@ export function follow(opts: FollowOptions): Follow {
       closed = true;
       abort.abort();
     },
+    lastId: () => lastId,
   };
 }

@@ -68,6 +68,7 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
   let liveBase = { count: 0 };
   let liveIndex = 0;
   let stopped = false;
+  let watchdog = 0;
   const calls = new Map<string, { agent: string; model: string; text: string; done: boolean }>();
 
   // --- rendering (coalesced: many steps in one frame render once) ---
@@ -101,6 +102,7 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
       if (cur) cur.textContent = current ?? "—";
     }
     if (parts.has("steps") || parts.has("selection") || parts.has("rows")) rows();
+    main.dataset.steps = String(steps.length);
     if (parts.has("timeline") || ((parts.has("steps") || parts.has("selection")) && timelineDue())) {
       lastTimeline = performance.now();
       const agents = tree ? layout(tree).order : [];
@@ -108,7 +110,6 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
       const stickRight = !!stream && el.timeline.scrollLeft + el.timeline.clientWidth >= el.timeline.scrollWidth - 30;
       replace(el.timeline, renderTimeline(agents, steps, index !== null && index >= 0 ? index : null, `Timeline of ${steps.length} steps, one lane per agent`));
       if (stickRight && parts.has("steps")) el.timeline.scrollLeft = el.timeline.scrollWidth;
-      main.dataset.steps = String(steps.length);
     }
     if (parts.has("selection")) showSelected();
     if (parts.has("deltas")) deltaPanel(el.deltas, calls);
@@ -121,6 +122,7 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
   const timelineDue = () => {
     if (performance.now() - lastTimeline >= 1000) return true;
     window.clearTimeout(timelineTimer);
+    window.clearInterval(watchdog);
     timelineTimer = window.setTimeout(() => schedule("timeline"), 1000);
     return false;
   };
@@ -287,6 +289,13 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
       run = { ...fresh };
       replace(el.problem);
       schedule("run", "sentinel");
+      // The run ended but its stream has not said so (a stalled connection): read the rest again,
+      // from the last event received; a finished run's stream is its history, then `end`.
+      if (stream && !streamEnded && TERMINAL.has(run.phase ?? "Pending")) {
+        const since = stream.lastId();
+        stream.close();
+        startStream(since);
+      }
     } catch (err) {
       if (!stopped) replace(el.problem, errorBox(err, `Run ${ns}/${name}`));
     }
@@ -353,12 +362,14 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
       soonRun();
     }
   };
-  const startStream = () => {
-    liveBase = { count: run?.recordedSteps ?? 0 };
+  let streamEnded = false;
+  const startStream = (resume?: string | null) => {
+    if (resume === undefined) liveBase = { count: run?.recordedSteps ?? 0 };
     stream = follow({
       url: `/api/v1${base}/events`,
-      since: run?.lastPosition ?? null,
+      since: resume === undefined ? run?.lastPosition ?? null : resume,
       onState: (state, err) => {
+        if (state === "ended") streamEnded = true;
         el.conn.textContent = state === "live" ? "● live" : state === "ended" ? "finished" : state === "reconnecting" ? "reconnecting…" : `stream: ${state}`;
         el.conn.dataset.state = err ? "error" : state;
       },
@@ -407,7 +418,15 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
     }
     await nextPage();
     void refreshApprovals();
-    if (!TERMINAL.has(run.phase ?? "Pending")) startStream();
+    if (!TERMINAL.has(run.phase ?? "Pending")) {
+      startStream();
+      // While following, the run is also read every 10 s: a stream that went quiet cannot leave
+      // the page showing a finished run as running.
+      watchdog = window.setInterval(() => {
+        if (!streamEnded) void refreshRun();
+        else window.clearInterval(watchdog);
+      }, 10_000);
+    }
     else el.conn.textContent = "finished";
     schedule("run", "steps", "deltas", "sentinel");
     main.dataset.loaded = "true";
@@ -418,6 +437,7 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
     stopped = true;
     stream?.close();
     window.clearTimeout(timelineTimer);
+    window.clearInterval(watchdog);
     observer.disconnect();
     window.clearTimeout(runTimer);
     if (frame) cancelAnimationFrame(frame);
