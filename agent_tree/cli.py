@@ -18,11 +18,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from agent_tree import approval_gate, policy, terminal_approver
 from agent_tree.compiler import CompileError, compile_tree
 from agent_tree.events import event_hooks, format_event
+from agent_tree.manifest_files import load_documents
+from agent_tree.manifest_files import load_tree as load_tree  # callers import it from here
 from agent_tree.spec import (
     AgentRunManifest,
     AgentTreeManifest,
@@ -41,32 +41,6 @@ PLUGINS = (
     "agent_tree_operator.commands.budget",
     "agent_tree_api.cli",
 )
-
-
-def load_documents(path: str) -> list[tuple[str, Any]]:
-    """All YAML documents of a file (``-`` for stdin), each with a ``file#index`` label."""
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    except OSError as exc:
-        raise ManifestError(path, [f"cannot read file: {exc.strerror}"]) from None
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise ManifestError(path, [f"not valid YAML: {exc}"]) from None
-    if not docs:
-        raise ManifestError(path, ["the file holds no YAML document"])
-    return [(f"{path}#{i}" if len(docs) > 1 else path, d) for i, d in enumerate(docs)]
-
-
-def load_tree(path: str) -> tuple[AgentTreeManifest, list[AgentRunManifest]]:
-    """The AgentTree of a file, plus any AgentRuns in it."""
-    trees, runs = [], []
-    for label, doc in load_documents(path):
-        manifest = parse_manifest(doc, label)
-        (trees if isinstance(manifest, AgentTreeManifest) else runs).append(manifest)
-    if len(trees) != 1:
-        raise ManifestError(path, [f"expected exactly one AgentTree, found {len(trees)}"])
-    return trees[0], runs
 
 
 def add_import_path(manifest_path: str) -> None:

@@ -42,6 +42,15 @@ class UsageError(ValueError):
     """A bad option value; the message names the option (or query field) and what it accepts."""
 
 
+TABLE_HEADER = ("NAME", "TREE", "PHASE", "STEPS", "TOKENS", "STARTED", "DURATION")
+
+
+def align_columns(table: list[list[str]]) -> list[str]:
+    """``agent-tree runs``' table (header first) as kubectl-like lines: columns padded, 3 spaces apart."""
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    return ["   ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in table]
+
+
 def phase_of(status: str) -> str:
     """The AgentRun phase a history status maps to (an unknown status is shown as it is)."""
     return next((phase for phase, statuses in PHASES.items() if status in statuses), status)

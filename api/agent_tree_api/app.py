@@ -6,7 +6,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,6 +19,7 @@ from agent_tree_api.deps import Services, caller, services
 from agent_tree_api.errors import ApiError
 from agent_tree_api.history import HistoryUnavailable
 from agent_tree_api.kube import KubeError
+from agent_tree_api.models import WhoAmI
 from agent_tree_api.routes import approvals, runs, steps, trees
 from agent_tree_api.routes.web import STATIC_DIR, web_router
 
@@ -56,10 +56,10 @@ def create_app(make_services: Callable[[], Awaitable[Services]], static_dir: Pat
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
 
-    @app.get("/api/v1/whoami", tags=["auth"])
-    async def whoami(who: Caller = Depends(caller)) -> dict[str, Any]:
+    @app.get("/api/v1/whoami", tags=["auth"], response_model=WhoAmI)
+    async def whoami(who: Caller = Depends(caller)) -> WhoAmI:
         """Who the Kubernetes API server says the token belongs to (a TokenReview)."""
-        return {"username": who.username, "groups": list(who.groups)}
+        return WhoAmI(username=who.username, groups=list(who.groups))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -32,7 +32,7 @@ from temporalio.worker import Replayer, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 from test_workflow_mocked import TEMPORAL
 
-from agent_tree import naming
+from agent_tree import naming, step_text
 from agent_tree.contract import Progress
 from agent_tree.contract.control import TIMEOUT_DECIDER, ApprovalDecision, Decider, DecisionError
 from agent_tree.contract.temporal import DATA_CONVERTER, decide, run_progress, start_run
@@ -421,6 +421,6 @@ async def test_a_python_agents_call_waits_durably_and_gets_the_decision(
     logs = "\n".join(reader.render(s) for s in steps)
     assert f"? approval {request.id}: refunder asks to call issue_refund(" in logs
     assert f"! approval {request.id}: {verb} by alice (finance): checked" in logs
-    table = [reader._detail(s) for s in steps if s["type"].startswith("approval")]
+    table = [step_text.detail(s) for s in steps if s["type"].startswith("approval")]
     assert table[0].startswith(f'{request.id}: issue_refund({{"amount": 120, "invoice": "4821"}})')
     assert table[1] == f"{request.id}: {verb} by alice (finance): checked"

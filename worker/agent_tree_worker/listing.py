@@ -15,8 +15,10 @@ from agent_tree.runs_query import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     PHASES,
+    TABLE_HEADER,
     RunsQuery,
     UsageError,
+    align_columns,
     decode_cursor,
     encode_cursor,
     parse_duration,
@@ -71,8 +73,7 @@ def _duration(row: dict[str, Any]) -> float | None:
 
 def render_table(rows: list[dict[str, Any]], *, show_namespace: bool) -> list[str]:
     """kubectl-like columns: [NAMESPACE] NAME TREE PHASE STEPS TOKENS STARTED DURATION."""
-    header = ["NAME", "TREE", "PHASE", "STEPS", "TOKENS", "STARTED", "DURATION"]
-    table = [(["NAMESPACE"] if show_namespace else []) + header]
+    table = [(["NAMESPACE"] if show_namespace else []) + list(TABLE_HEADER)]
     for r in rows:
         took = _duration(r)
         table.append(
@@ -87,8 +88,7 @@ def render_table(rows: list[dict[str, Any]], *, show_namespace: bool) -> list[st
                 format_duration(took) if took is not None else "-",
             ]
         )
-    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
-    return ["   ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in table]
+    return align_columns(table)
 
 
 def to_json(rows: list[dict[str, Any]], next_cursor: str | None) -> str:

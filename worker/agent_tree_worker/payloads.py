@@ -15,6 +15,9 @@ from agent_tree.contract import dumps as dumps
 from agent_tree.contract import json_size as json_size
 from agent_tree.contract import scrub as scrub
 
+# What a reference looks like is shared with the readers of the history (agent_tree.step_text).
+from agent_tree.step_text import is_blob_ref as is_ref  # noqa: F401
+
 BLOB_THRESHOLD = 64 * 1024
 """Values whose JSON is larger than this many bytes are stored as blobs."""
 
@@ -44,10 +47,6 @@ def make_ref(text: str) -> dict[str, Any]:
     """The reference that replaces a stored value (content-addressed, so storing twice is harmless)."""
     preview = text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
     return {"$blob": blob_id(text), "bytes": len(text.encode()), "preview": preview}
-
-
-def is_ref(value: Any) -> bool:
-    return isinstance(value, dict) and isinstance(value.get("$blob"), str) and "bytes" in value
 
 
 def truncate(text: str, limit: int) -> str:

@@ -18,23 +18,8 @@ from typing import Any, TextIO
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from agent_tree.contract import (
-    AGENT_END,
-    AGENT_START,
-    APPROVAL_DECIDED,
-    APPROVAL_REQUESTED,
-    HANDOFF,
-    MODEL_USAGE,
-    REASONING,
-    RUN_END,
-    TOOL_END,
-    TOOL_START,
-    is_transient,
-    ord_str,
-    parse_ord,
-)
-from agent_tree.events import approval_decision_text, approval_request_text, format_event, preview
-from agent_tree_worker import payloads
+from agent_tree.contract import RUN_END, is_transient
+from agent_tree.step_text import DeltaLine, history_header, history_table, render
 from agent_tree_worker.store import RETRYABLE, TERMINAL, HistoryStore
 from agent_tree_worker.stream import StepStream
 
@@ -56,64 +41,6 @@ async def resolve_run(ref: str, store: HistoryStore | None) -> str:
     return ref
 
 
-def render(step: dict[str, Any]) -> str:
-    data = step["data"]
-    ts = _clock(step.get("ts"))
-    if step["type"] == MODEL_USAGE:
-        text = (
-            f"  $ {data.get('agent')} model {data.get('model')}: {data.get('total_tokens', 0)} tokens "
-            f"({data.get('prompt_tokens', 0)} in, {data.get('completion_tokens', 0)} out)"
-        )
-    else:
-        text = format_event(data)
-        if step["type"] in (TOOL_START, TOOL_END) and step.get("agent"):
-            text = f"  [{step['agent']}]{text[1:]}"
-    return f"{ts} {text}"
-
-
-class DeltaLine:
-    """Live model text (``model_delta`` entries) printed as it arrives: one line per model call,
-    ``HH:MM:SS.mmm   ~ AGENT: text...``, ended when another call's text or any step is printed."""
-
-    def __init__(self, out: TextIO, as_json: bool) -> None:
-        self.out = out
-        self.as_json = as_json
-        self.call: str | None = None  # the model call whose line is open
-
-    def add(self, entry: dict[str, Any], last: list[int] | None = None) -> None:
-        """Print one entry's text, unless its call's reply is already among the printed steps
-        (``last``, the greatest ord printed: a reader that joins late skips finished calls' text)."""
-        data = entry.get("data") or {}
-        call = str(data.get("call") or "")
-        try:
-            if last is not None and parse_ord(call) <= last:
-                return
-        except ValueError:
-            pass
-        if self.as_json:
-            print(json.dumps(entry, default=str), file=self.out, flush=True)
-            return
-        if self.call != call or data.get("seq") == 0:  # seq 0: a new call, or a retry of the same call
-            self.end()
-            ts = _clock(entry.get("ts"))
-            print(f"{ts}   ~ {data.get('agent') or entry.get('agent') or ''}: ", end="", file=self.out)
-            self.call = call
-        print(str(data.get("text") or "").replace("\n", "\n    "), end="", file=self.out, flush=True)
-
-    def end(self) -> None:
-        """End the open line (before a step is printed, and when following stops)."""
-        if self.call is not None:
-            print(file=self.out, flush=True)
-            self.call = None
-
-
-def _clock(ts: Any) -> str:
-    try:
-        return datetime.fromisoformat(str(ts or "")).strftime("%H:%M:%S.%f")[:-3]
-    except ValueError:
-        return str(ts or "")
-
-
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
 
@@ -128,56 +55,10 @@ async def print_history(store: HistoryStore, ref: str, *, as_json: bool, out: Te
         print(json.dumps({"run": _jsonable(run or {}), "steps": steps}, indent=2, default=str), file=out)
         return 0
     if run:
-        took = ""
-        if run["finished_at"]:
-            took = f" in {(run['finished_at'] - run['started_at']).total_seconds():.2f}s"
-        print(
-            f"run:    {run['workflow_id']}  ({run['namespace']}/{run['name']}, tree {run['tree']} "
-            f"@ {run['tree_revision']})",
-            file=out,
-        )
-        print(f"status: {run['status']}{took}  steps: {run['steps']}  tokens: {run['token_usage']}", file=out)
-        print(f"input:  {preview(run['input'], 160)}", file=out)
-        print(f"answer: {run['answer'] or '-'}", file=out)
-        if run.get("forked_from"):
-            print(f"forked: from {run['forked_from']}, steps 1..{run['fork_step']} reused (marked *)", file=out)
-        print(file=out)
-    # STEP numbers the steps from 1: what spec.forkFrom.step and `agent-tree fork --step` refer to.
-    rows = [("STEP", "ORD", "TIME", "AGENT", "TYPE", "DETAIL")]
-    for number, s in enumerate(steps, 1):
-        mark = "*" if s["data"].get("reused") else ""
-        rows.append((f"{number}{mark}", ord_str(s["ord"]), s["ts"][11:23], s.get("agent") or "", s["type"], _detail(s)))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    for r in rows:
-        print("  ".join(r[i].ljust(widths[i]) for i in range(5)) + "  " + r[5], file=out)
+        took = (run["finished_at"] - run["started_at"]).total_seconds() if run["finished_at"] else None
+        print("\n".join(history_header(run, took)), file=out)
+    print("\n".join(history_table(steps)), file=out)
     return 0
-
-
-def _detail(step: dict[str, Any]) -> str:
-    d = step["data"]
-    kind = step["type"]
-    if kind == AGENT_START:
-        return preview(d.get("input", ""), 80)
-    if kind in (AGENT_END, HANDOFF):
-        arrow = f"-> {d.get('to_agent')} " if kind == HANDOFF else ""
-        return f"{arrow}[{d.get('status')}] {preview(d.get('summary', ''), 100)}"
-    if kind == TOOL_START:
-        return f"{d.get('tool')}({preview(d.get('args', {}), 100)})"
-    if kind == TOOL_END:
-        if d.get("status") in ("error", "rejected"):
-            return f"{d.get('tool')} ! {d.get('status')}: {d.get('error')}"
-        out = d.get("output")
-        shown = f"<{out['bytes']} bytes in blob {out['$blob'][:12]}>" if payloads.is_ref(out) else preview(out, 100)
-        return f"{d.get('tool')} = {shown}"
-    if kind == REASONING:
-        return preview(d.get("thought", ""), 120)
-    if kind == MODEL_USAGE:
-        return f"{d.get('model')} {d.get('total_tokens', 0)} tokens"
-    if kind == APPROVAL_REQUESTED:
-        return f"{d.get('id')}: {approval_request_text(d)}"
-    if kind == APPROVAL_DECIDED:
-        return f"{d.get('id')}: {approval_decision_text(d)}"
-    return preview(d, 120)
 
 
 async def follow_logs(
