@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from agent_tree import approval_gate, policy, terminal_approver
+from agent_tree import approval_gate, policy, remote_cli, terminal_approver
 from agent_tree.compiler import CompileError, compile_tree
 from agent_tree.events import event_hooks, format_event
 from agent_tree.manifest_files import load_documents
@@ -267,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    remote_cli.install(sub)  # --server URL on the run commands the plugins registered
     _add_debug_flag(parser)
     return parser
 

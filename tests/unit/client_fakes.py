@@ -137,9 +137,16 @@ class FakeFeeds(Feeds):
     def __init__(self, history: History) -> None:
         super().__init__(history, "redis://fake", poll_seconds=0.02)
         self.stream: dict[str, list[tuple[str, dict[bytes, bytes]]]] = {}
+        self.read = 0  # entries the feeds have read (and so handed to their listeners, in order)
+        self.positioned = 0  # feeds that have taken their starting position in the stream
+
+    def following(self) -> bool:
+        """A feed follows the stream: entries added from now on reach its listeners."""
+        return self.positioned > 0
 
     async def stream_position(self, workflow_id: str) -> str | None:
         entries = self.stream.get(workflow_id) or []
+        self.positioned += 1
         return entries[-1][0] if entries else "0-0"
 
     async def read_stream(self, workflow_id: str, after: str) -> list[tuple[str, dict[bytes, bytes]]]:
@@ -149,6 +156,7 @@ class FakeFeeds(Feeds):
         found = [(i, f) for i, f in self.stream.get(workflow_id, []) if newer(i)]
         if not found:
             await asyncio.sleep(self.poll_seconds)
+        self.read += len(found)
         return found
 
     def delta(self, workflow_id: str, call: str, seq: int, text: str) -> None:
