@@ -115,6 +115,9 @@ class FakeHistory(History):
         rows = sorted(self.step_rows.get(workflow_id, []), key=lambda s: s["ord"])
         return [copy.deepcopy(s) for s in rows if after is None or s["ord"] > after][:limit]
 
+    async def count_steps(self, workflow_id: str) -> int:
+        return len(self.step_rows.get(workflow_id, []))
+
     def add_step(self, workflow_id: str, ord_: list[int], thought: str | None = None) -> None:
         step = {
             "ord": ord_,

@@ -257,3 +257,18 @@ async def test_writes_create_decide_retry_fork_and_cancel_as_the_caller() -> Non
     }
     assert retried.name == "src-again" and "new-run" not in created
     assert {token for method, _, token in world.kube.calls if method in ("POST", "PATCH", "DELETE")} == {TOKEN}
+
+
+async def test_fork_step_counts_recorded_steps_not_the_runs_turns() -> None:
+    # The history's runs.steps is the number of agent turns (3 here); steps as `agent-tree history`
+    # numbers them are the recorded rows (6): step 5 is valid, step 7 is refused naming the 6.
+    world = World()
+    world.add_tree()
+    wid = world.add_run("src", steps=6, status="completed")
+    world.history.rows[wid]["steps"] = 3
+    async with Client("http://api", TOKEN, transport=world.transport()) as api:
+        made = await api.fork(NS, "src", step=5)
+        with pytest.raises(ApiError) as bad:
+            await api.fork(NS, "src", step=7)
+    assert made.name.startswith("src-fork-")
+    assert bad.value.status == 422 and bad.value.errors[0].field == "step" and "has 6 steps" in bad.value.message
