@@ -4,24 +4,18 @@ worker pods, and a caller whose token the real API server issued (``kubectl crea
 Role allowing runs and trees. The CLI submits a run through the API, follows it to the end, shows its
 history and lists it, exactly as the local commands show them; fork and retry create AgentRuns as the
 caller; and every curl block of docs/api.md's "curl" section runs against the same API.
-
-The API process is started here (``ApiProcess`` below): tests/e2e/api_process.py of the API's own
-e2e tests was not on main when this was written.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from operator_process import AGENT_TREE, OperatorProcess, apply_crds, free_port, namespace, ok, running
+from api_process import ApiProcess, running_api, service_account
+from operator_process import AGENT_TREE, OperatorProcess, apply_crds, namespace, ok, running
 from platformlib import REPO, Platform, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -35,44 +29,6 @@ ROLE = [
 ]
 
 
-class ApiProcess:
-    """``agent-tree api`` on a free loopback port with the platform's env (its own identity: the
-    platform's kubeconfig); stopped with SIGTERM."""
-
-    def __init__(self, platform: Platform, log: Path) -> None:
-        self.platform, self.log, self.port = platform, log, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> ApiProcess:
-        env = self.platform.process_env()
-        env.update(AGENT_TREE_API_HOST="127.0.0.1", AGENT_TREE_API_PORT=str(self.port), PYTHONUNBUFFERED="1")
-        env["AGENT_TREE_API_METRICS_PORT"] = "0"
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [str(AGENT_TREE), "api"], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                start_new_session=True,
-            )  # fmt: skip
-        wait_for(self.ready, 60, f"the API's /readyz (log: {self.log})")
-        return self
-
-    def ready(self) -> bool:
-        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
-        try:
-            with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.proc is not None
-        crashed = self.proc.poll() is not None
-        if not crashed:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(30)
-        assert not crashed, f"the API process crashed:\n{self.log.read_text()[-3000:]}"
-
-
 @pytest.fixture(scope="module")
 def operator(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     apply_crds(platform)
@@ -82,17 +38,13 @@ def operator(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> It
 
 @pytest.fixture(scope="module")
 def api(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
-    with ApiProcess(platform, tmp_path_factory.mktemp("api") / "api.log") as process:
+    with running_api(ApiProcess(platform, tmp_path_factory.mktemp("api") / "api.log")) as process:
         yield process
 
 
 def caller(platform: Platform, ns: str, name: str) -> str:
     """A ServiceAccount with the Role above, and a token the API server issued for it."""
-    ok(platform.kubectl("create", "serviceaccount", name, "-n", ns))
-    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name}, "rules": ROLE}
-    ok(platform.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(role)))
-    ok(platform.kubectl("create", "rolebinding", name, "-n", ns, f"--role={name}", f"--serviceaccount={ns}:{name}"))
-    return ok(platform.kubectl("create", "token", name, "-n", ns, "--duration=1h")).strip()
+    return service_account(platform, ns, name, rules=ROLE, duration="1h")
 
 
 def cli(platform: Platform, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -117,7 +69,7 @@ def test_the_cli_drives_a_run_through_the_api(platform: Platform, operator: Oper
     with namespace(platform, operator, "cli") as ns:
         ok(platform.kubectl("apply", "-n", ns, "-f", str(INVOICE)))
         token = caller(platform, ns, "cli-app")
-        remote = {"AGENT_TREE_SERVER": api.url, "AGENT_TREE_TOKEN": token}
+        remote = {"AGENT_TREE_SERVER": api.base_url, "AGENT_TREE_TOKEN": token}
 
         made = cli(platform, "submit", "-f", str(INVOICE), "--namespace", ns, "-i", QUESTION, "--name", "cli-run",
                    env=remote)  # fmt: skip
@@ -132,7 +84,7 @@ def test_the_cli_drives_a_run_through_the_api(platform: Platform, operator: Oper
         local = cli(platform, "logs", f"{ns}/cli-run")  # PostgreSQL directly: the same lines
         assert local.returncode == 0 and followed.stdout == local.stdout and local.stdout.count("\n") >= 5
 
-        shown = cli(platform, "history", f"{ns}/cli-run", "--token", token, "--server", api.url)
+        shown = cli(platform, "history", f"{ns}/cli-run", "--token", token, "--server", api.base_url)
         local = cli(platform, "history", f"{ns}/cli-run")
         assert shown.returncode == 0, shown.stderr
         table = shown.stdout.split("\n\n", 1)[1]
@@ -180,7 +132,7 @@ def test_every_curl_example_of_the_docs_works(platform: Platform, operator: Oper
     assert len(blocks) == 8
     with namespace(platform, operator, "cli") as ns:
         ok(platform.kubectl("apply", "-n", ns, "-f", str(INVOICE)))
-        env = {**platform.process_env(), "API": api.url, "NS": ns, "TOKEN": caller(platform, ns, "app")}
+        env = {**platform.process_env(), "API": api.base_url, "NS": ns, "TOKEN": caller(platform, ns, "app")}
         outputs = []
         for block in blocks:
             done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], env=env, capture_output=True, text=True,
