@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -302,14 +303,15 @@ class Client:
                         if not reconnect or response.status_code not in RETRIED_STATUSES:
                             raise error
                     else:
-                        async for event in _events(response, decoder):
-                            failures = 0  # the connection works: count failures afresh
-                            last_id = decoder.last_id or last_id
-                            if event.event == "reconnect" and reconnect:
-                                break  # the server let this reader go: resume from last_id
-                            yield event
-                            if event.event == "end":
-                                return
+                        async with aclosing(_events(response, decoder)) as received:
+                            async for event in received:
+                                failures = 0  # the connection works: count failures afresh
+                                last_id = decoder.last_id or last_id
+                                if event.event == "reconnect" and reconnect:
+                                    break  # the server let this reader go: resume from last_id
+                                yield event
+                                if event.event == "end":
+                                    return
             except httpx.TransportError as exc:
                 error = ApiUnreachable(self.url, exc)
                 if not reconnect:
