@@ -118,6 +118,10 @@ class FakeHistory(History):
     async def count_steps(self, workflow_id: str) -> int:
         return len(self.step_rows.get(workflow_id, []))
 
+    async def tail(self, workflow_id: str) -> tuple[int, list[int] | None]:
+        rows = self.step_rows.get(workflow_id, [])
+        return len(rows), max((s["ord"] for s in rows), default=None)
+
     def add_step(self, workflow_id: str, ord_: list[int], thought: str | None = None) -> None:
         step = {
             "ord": ord_,
