@@ -12,8 +12,8 @@ import re
 import uuid
 
 import pytest
-from conftest import IMG, TREE, Web
 from playwright.sync_api import Page, expect
+from web_site import IMG, TREE, Web
 
 pytestmark = pytest.mark.browser
 LIVE = 120_000  # ms: a run moving through the operator, Temporal and the workers
