@@ -16,6 +16,7 @@ import { answer, approvalsList, budgets, deltaPanel, summaryList } from "./run_p
 import { compareOrd, emptyInspector, inspector, position, stepButton, type Numbered } from "./steps";
 
 export const PAGE_SIZE = 200;
+const END_PHASE: Record<string, string> = { completed: "Succeeded", failed: "Failed", max_steps_reached: "Failed", cancelled: "Cancelled" };
 
 export function runPage(main: HTMLElement, ns: string, name: string): () => void {
   setTitle(`Run ${name}`);
@@ -69,6 +70,10 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
   let liveIndex = 0;
   let stopped = false;
   let watchdog = 0;
+  // The stream's `end` comes from the history, often before the operator has written the
+  // AgentRun's final phase: until the AgentRun says so, the page shows the phase `end` gave.
+  let endedPhase: string | null = null;
+  let apiPhase: string | null = null;
   const calls = new Map<string, { agent: string; model: string; text: string; done: boolean }>();
 
   // --- rendering (coalesced: many steps in one frame render once) ---
@@ -287,11 +292,13 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
       const fresh = await get<RunView>(base);
       if (stopped) return;
       run = { ...fresh };
+      apiPhase = fresh.phase ?? null;
+      if (endedPhase && !TERMINAL.has(run.phase ?? "Pending")) run.phase = endedPhase;
       replace(el.problem);
       schedule("run", "sentinel");
       // The run ended but its stream has not said so (a stalled connection): read the rest again,
       // from the last event received; a finished run's stream is its history, then `end`.
-      if (stream && !streamEnded && TERMINAL.has(run.phase ?? "Pending")) {
+      if (stream && !streamEnded && TERMINAL.has(apiPhase ?? "Pending")) {
         const since = stream.lastId();
         stream.close();
         startStream(since);
@@ -392,6 +399,11 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
           while (calls.size > 20) calls.delete(calls.keys().next().value as string);
           schedule("deltas");
         } else if (ev.event === "end") {
+          endedPhase = END_PHASE[String(data.status)] ?? null;
+          if (run && endedPhase) {
+            run = { ...run, phase: endedPhase, answer: data.answer ?? run.answer };
+            schedule("run", "steps");
+          }
           void refreshRun();
           void refreshApprovals();
         } else if (ev.id !== null && Array.isArray(data.ord)) {
@@ -420,12 +432,13 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
     void refreshApprovals();
     if (!TERMINAL.has(run.phase ?? "Pending")) {
       startStream();
-      // While following, the run is also read every 10 s: a stream that went quiet cannot leave
-      // the page showing a finished run as running.
+      // While the AgentRun is not finished, it is also read every 5 s: a stream that went quiet
+      // cannot leave the page showing a finished run as running, and the final phase, usage and
+      // answer the operator writes after the stream's `end` are shown.
       watchdog = window.setInterval(() => {
-        if (!streamEnded) void refreshRun();
+        if (!TERMINAL.has(apiPhase ?? "Pending")) void refreshRun();
         else window.clearInterval(watchdog);
-      }, 10_000);
+      }, 5_000);
     }
     else el.conn.textContent = "finished";
     schedule("run", "steps", "deltas", "sentinel");
