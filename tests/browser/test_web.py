@@ -12,6 +12,7 @@ import re
 import uuid
 
 import pytest
+from platformlib import wait_for
 from playwright.sync_api import Page, expect
 from web_site import IMG, TREE, Web
 
@@ -29,15 +30,13 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(IMG / name), full_page=True)
 
 
-# true once the page shows more steps, and more timeline marks, than given
-GROWN = (
-    "((steps, marks) => Number(document.querySelector('main').dataset.steps) > steps"
-    " && document.querySelectorAll('#timeline [data-i]').length > marks)"
-)
+# [steps shown, timeline marks] (page.wait_for_function would evaluate a string: the page's CSP forbids it)
+COUNTS = "() => [Number(document.querySelector('main').dataset.steps), document.querySelectorAll('#timeline [data-i]').length]"
 
 
-def steps_shown(page: Page) -> int:
-    return int(page.locator("main").get_attribute("data-steps") or 0)
+def grown(page: Page, steps: int, marks: int) -> list[int]:
+    """Wait until the page shows more steps and more timeline marks than given (redrawn at most once a second)."""
+    return wait_for(lambda: (c := page.evaluate(COUNTS))[0] > steps and c[1] > marks and c, 60, "the timeline grows")
 
 
 def test_a_live_run_page_follows_the_run_and_an_approval_from_the_page_finishes_it(web: Web) -> None:
@@ -55,9 +54,7 @@ def test_a_live_run_page_follows_the_run_and_an_approval_from_the_page_finishes_
     expect(graph.locator('[data-agent="triage"]')).to_have_attribute("data-state", "needs_more_info")
     expect(graph.locator('[data-agent="verifier"]')).to_have_attribute("data-state", "idle")
     expect(page.locator("#stream-state")).to_have_text("● live")
-    page.wait_for_function(f"{GROWN}(0, 0)")  # the timeline is redrawn at most once a second
-    before = steps_shown(page)
-    marks_before = page.locator("#timeline [data-i]").count()
+    before, marks_before = grown(page, 0, 0)
 
     web.open_gate("erp", "4821")
     # the run moves on to the verifier, whose tool call waits for a person: all without a reload
@@ -65,7 +62,7 @@ def test_a_live_run_page_follows_the_run_and_an_approval_from_the_page_finishes_
     expect(graph.locator('[data-agent="verifier"]')).to_have_attribute("data-state", "awaiting", timeout=LIVE)
     expect(graph.locator('[data-agent="invoice-specialist"]')).to_have_attribute("data-state", "needs_more_info")
     expect(page.locator("#run-summary .badge")).to_have_text("AwaitingApproval", timeout=LIVE)
-    page.wait_for_function(f"{GROWN}({before}, {marks_before})")
+    grown(page, before, marks_before)
     approve = page.get_by_role("button", name="Approve verify_answer")
     expect(approve).to_be_visible(timeout=LIVE)
     shot(page, "web-live-run.png")

@@ -292,6 +292,9 @@ export function runPage(main: HTMLElement, ns: string, name: string): () => void
       const fresh = await get<RunView>(base);
       if (stopped) return;
       run = { ...fresh };
+      // The operator creates the AgentApproval after the step that asks for it: while the run
+      // waits (and once when it stops waiting), the approvals are read again with the run.
+      if (fresh.phase === "AwaitingApproval" || (apiPhase === "AwaitingApproval" && fresh.phase !== apiPhase)) void refreshApprovals();
       apiPhase = fresh.phase ?? null;
       if (endedPhase && !TERMINAL.has(run.phase ?? "Pending")) run.phase = endedPhase;
       replace(el.problem);
