@@ -50,7 +50,7 @@ def platform() -> Iterator[Platform]:
         platformlib.stop(p.dir, started)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # closed before other modules: its loop breaks asyncio tests after it
 def playwright() -> Iterator[Playwright]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (hack/test installs it)", pytrace=False)
@@ -60,7 +60,7 @@ def playwright() -> Iterator[Playwright]:
         yield pw
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # closed before other modules: its loop breaks asyncio tests after it
 def browser(playwright: Playwright) -> Iterator[Browser]:
     # Debian's chromium, headless; --no-sandbox: the tests run as root in CI.
     b = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
