@@ -2,6 +2,7 @@
 
 from agent_tree.context import RunContext
 from agent_tree.hooks import OrchestratorHooks
+from agent_tree.idempotency import call_key
 from agent_tree.models import HandoffResult, HandoffTraces, SupervisorResult, ToolResult
 from agent_tree.node import AgentNode, Tool
 from agent_tree.orchestrator import SupervisorOrchestrator
@@ -19,6 +20,7 @@ __all__ = [
     "SupervisorResult",
     "Tool",
     "ToolResult",
+    "call_key",
     "run_turn",
 ]
 

@@ -11,6 +11,7 @@ from typing import Any
 from agent_tree import ledger
 from agent_tree.calls import error_message, maybe_await
 from agent_tree.context import RunContext
+from agent_tree.idempotency import calling
 from agent_tree.models import HandoffResult, ToolResult
 from agent_tree.turns import run_turn
 
@@ -140,7 +141,8 @@ class AgentNode:
                 duration_ms=0.0,
             )
         try:
-            output = await tool(**kwargs)
+            with calling():  # the call's idempotency key (agent_tree.call_key)
+                output = await tool(**kwargs)
         except Exception as exc:
             return ToolResult(
                 tool_name=name,

@@ -71,9 +71,10 @@ async def worker_kills(stack: Stack, kills: int, runs: int, seed: int = 1, withi
     """kill -9 ``kills`` times across ``runs`` concurrent runs (half Python, half model agents, each with an
     approval)."""
     rng = random.Random(seed)
-    # calls long enough that the runs are still in flight for the last kills (1 s for the reduced size)
-    stack.set_tool_seconds(max(1.0, kills / 4))
-    stack.model.seconds = max(1.0, kills / 4)
+    # calls long enough that the runs are still in flight for the last kills (1 s for the reduced size;
+    # kills / 4 let the full size's runs end after 9 of 20 kills)
+    stack.set_tool_seconds(max(1.0, kills / 2))
+    stack.model.seconds = max(1.0, kills / 2)
     workers = stack.tree_workers
     flat = {f"{t}/{a}": w for (t, a), w in workers.items()}
     started: list[Run] = []

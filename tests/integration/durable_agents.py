@@ -154,3 +154,25 @@ def refund_tree(approval: dict[str, Any]) -> dict[str, Any]:
             },
         ],
     }
+
+
+def slow_pay(key: str) -> dict[str, Any]:
+    """A synchronous tool (it runs in a thread) with a side effect: ``paying-<key>`` names the worker's
+    pid while it runs; 5 s of the worker's running time (a stopped process does not advance it), then
+    one line ``<key> <agent_tree.call_key()>`` in payments.log per completed execution."""
+    import time
+
+    from agent_tree import call_key
+
+    (_dir() / f"paying-{key}").write_text(str(os.getpid()))
+    for _ in range(50):
+        time.sleep(0.1)
+    with (_dir() / "payments.log").open("a") as f:
+        f.write(f"{key} {call_key()}\n")
+    return {"paid": key}
+
+
+async def payer(ctx: RunContext) -> HandoffResult:
+    """Pays once, with the slow synchronous tool."""
+    out = await ctx.call_tool("slow_pay", key=ctx.input.split()[-1])
+    return ctx.ok(f"paid: {out.status}", {"paid": out.output})

@@ -136,3 +136,51 @@ async def test_the_same_stop_durable_and_embedded(client: Client, database_url: 
     assert local.reason == durable.get("reason") == REASONS.get(case)
     if "budgets" in limits:  # the same usage against the budgets (turns, tool calls, tokens)
         assert local.usage == durable["usage"]
+
+
+async def nap(seconds: float) -> dict[str, Any]:
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
+
+
+async def test_a_model_agent_whose_tool_outlasts_the_deadline_fails_the_run_in_both_modes(
+    client: Client, database_url: str, redis_url: str, fake_openai: Any
+) -> None:
+    """The tool call is cut at the deadline; the model would then answer at once ("All done."), but a
+    turn still running at the deadline is stopped: the run fails as timed out, durable and embedded.
+    (Durably the model call after the cut tool used to run and the run Succeeded past its timeout.)"""
+    fake_openai.scripts["lim-clerk"] = [{"tool_calls": [("nap", {"seconds": 30})]}, {"content": "All done."}]
+    spec = tree_spec(
+        {
+            "root": "desk",
+            "agents": [
+                {"name": "desk", "children": ["clerk", "asker"]},
+                {
+                    "name": "clerk",
+                    "model": {"name": "lim-clerk", "baseUrl": fake_openai.base_url},
+                    "tools": [{"name": "nap", "entrypoint": f"{HERE}:nap", "timeoutSeconds": 60}],
+                },
+                {"name": "asker", "entrypoint": f"{HERE}:asker"},
+            ],
+        }
+    )
+    _, durable = await run_durable(
+        client,
+        spec,
+        namespace=unique("lim"),
+        tree="t",
+        user_input="nap",
+        database_url=database_url,
+        redis_url=redis_url,
+        timeout_seconds=3,
+    )
+    local = await embedded(spec, {"timeout_seconds": 3})
+    for result in (durable, {"status": local.status, "answer": local.answer, "reason": local.reason}):
+        assert (result["status"], result["answer"], result.get("reason")) == (
+            "failed",
+            policy.TIMED_OUT,
+            "DeadlineExceeded",
+        ), result
+    [clerk] = [h for h in local.handoffs if h.from_agent == "clerk"]
+    assert clerk.status == "failed" and "the run timed out" in clerk.summary, clerk
+    assert local.steps == durable["steps"]

@@ -296,8 +296,10 @@ async def test_without_timeout_the_wait_ends_at_the_runs_deadline_rejected(env: 
     assert decided["data"]["decision"] == "reject"  # past the deadline nothing runs, whatever onTimeout says
     assert "deadline" in decided["data"]["reason"]
     assert not mocks.tools
-    # The turn goes on to its end (as any turn running at the deadline): the model reads why.
-    assert "not approved: no decision before the run's deadline" in result["answer"]
+    # The turn stops there, before its next model call (as any turn running at the deadline, and as in an
+    # embedded run): the run fails as timed out.
+    assert result["status"] == "failed"
+    assert "the turn of agent 'refunds' did not complete: the run timed out" in result["answer"], result
 
 
 async def test_unknown_id_is_refused_with_the_pending_ids_and_nothing_changes(env: WorkflowEnvironment) -> None:

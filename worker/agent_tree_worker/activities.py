@@ -31,7 +31,7 @@ from agent_tree_worker.forks import Forks
 from agent_tree_worker.python_approvals import NEEDS_APPROVAL, DivergedTurn, DurableGate, NeedsApproval
 from agent_tree_worker.store import HistoryStore
 from agent_tree_worker.stream import StepStream
-from agent_tree_worker.tool_runs import execute_tool, find_node, heartbeating, tool_timeout
+from agent_tree_worker.tool_runs import execute_tool, find_node, heartbeating, once, tool_timeout
 
 log = logging.getLogger(__name__)
 
@@ -243,27 +243,32 @@ class Activities:
                         return ToolResult.model_validate(await self.store.resolve(done["result"]), strict=False)
                     forked, recorded = await self.forks.reuse(inp.run_id, key, "tool", name)
                 if forked and self.store is not None:
-                    result = ToolResult.model_validate(await self.store.resolve(recorded), strict=False)
-                else:
+                    return ToolResult.model_validate(await self.store.resolve(recorded), strict=False)
+
+                async def execute() -> ToolResult:
                     result = await execute_tool(owner, name, args, tool_timeout(agent_spec, name))
-                if self.store is not None:
-                    stored = await self.shrink(inp.run_id, result.model_dump(mode="json"))
-                    await self.forks.record(inp.run_id, key, "tool", stored)
-                    await self.store.journal_put(
-                        journal_key,
-                        seq,
-                        run_id=inp.run_id,
-                        agent=owner.name,
-                        tool=name,
-                        args=args,
-                        result=stored,
-                        attempt=info.attempt,
-                    )
+                    if self.store is not None:
+                        stored = await self.shrink(inp.run_id, result.model_dump(mode="json"))
+                        await self.forks.record(inp.run_id, key, "tool", stored)
+                        await self.store.journal_put(
+                            journal_key,
+                            seq,
+                            run_id=inp.run_id,
+                            agent=owner.name,
+                            tool=name,
+                            args=args,
+                            result=stored,
+                            attempt=info.attempt,
+                        )
+                    return result
+
+                # One execution per call in this process, also when a retry of this turn comes while an
+                # abandoned attempt's call still runs (tool_runs.once); the tool sees the call's key.
+                return await once(f"{info.workflow_id}/{journal_key}/{seq}", execute)
             except ApplicationError:
                 raise
             except Exception as exc:
                 raise RetryTurn(f"history unavailable during tool call {seq} ({name}): {error_message(exc)}") from exc
-            return result
 
         async def model_usage(record: dict[str, Any]) -> None:
             # A model agent run in-process as this agent's tool: its calls are steps of the run too.
@@ -421,22 +426,28 @@ class Activities:
         elif forked:
             result = recorded
         else:
-            async with heartbeating():
+
+            async def execute() -> dict[str, Any]:
                 tool_result = await execute_tool(
                     node, inp.tool, inp.args, tool_timeout(spec.agent(inp.agent), inp.tool)
                 )
-            result = await self.shrink(inp.run_id, tool_result.model_dump(mode="json"))
-            if self.store is not None:
-                await self.store.journal_put(
-                    journal_key,
-                    1,
-                    run_id=inp.run_id,
-                    agent=inp.agent,
-                    tool=inp.tool,
-                    args=inp.args,
-                    result=result,
-                    attempt=info.attempt,
-                )
+                result = await self.shrink(inp.run_id, tool_result.model_dump(mode="json"))
+                if self.store is not None:
+                    await self.store.journal_put(
+                        journal_key,
+                        1,
+                        run_id=inp.run_id,
+                        agent=inp.agent,
+                        tool=inp.tool,
+                        args=inp.args,
+                        result=result,
+                        attempt=info.attempt,
+                    )
+                return result
+
+            # One execution per call in this process, joined by a retry that comes while it runs.
+            async with heartbeating():
+                result = await once(f"{info.workflow_id}/{journal_key}/1", execute)
         await self.forks.record(inp.run_id, inp.ord_end, "tool", result)
         if not inp.quiet:
             end = {

@@ -59,6 +59,16 @@ ONE_WORKFLOW_PER_RUN = "one-workflow-per-run"
 # Patch id of continuing as new between two of the root's turns once the history is long (only a run
 # that reaches the length records the marker, so shorter histories replay unchanged).
 CONTINUE_AS_NEW = "continue-as-new-between-root-turns"
+# Patch id of stopping a model agent's turn at the run's deadline, between its model and tool calls (a
+# tool call cut by the deadline was followed by a model call that could still answer, so the run
+# Succeeded after its timeout; the e2e secrets test caught it). Asked only past the deadline.
+TURN_DEADLINE = "model-turn-stops-at-deadline"
+# Attempts of a model agent's tool call: 3 reported a call as failed to the model after three worker
+# kills in the fault suite; 10 ride out a crash-looping worker for about a minute, and a call that
+# fails for another reason every time (a payload the history cannot store) still ends, as an error.
+TOOL_RETRY = RetryPolicy(
+    maximum_attempts=10, initial_interval=timedelta(seconds=0.5), maximum_interval=timedelta(seconds=10)
+)
 CONTINUE_AFTER_EVENTS = 10_000
 """History length at which a run continues as new before its next root turn (RunInput can lower it)."""
 
@@ -227,6 +237,11 @@ class Executor(ActivityDispatch):
         self.rec.pending.extend(sub.rec.take())
         return handoff
 
+    def past_deadline(self) -> bool:
+        """Whether the run's deadline has passed (asked between a model agent's calls). The patch is asked
+        only then, so histories of runs that never went past their deadline replay unchanged."""
+        return workflow.now().timestamp() >= self.deadline and workflow.patched(TURN_DEADLINE)
+
     async def chat(self, turn: t.TurnInput) -> dict[str, Any]:
         """A model agent's turn: the pure chat loop, each model and tool call an activity."""
         agent = self.agents[turn.agent]
@@ -235,6 +250,12 @@ class Executor(ActivityDispatch):
         if not counting:
             state = replace(state, agent_tools=())
         while not isinstance(action := chat.next_action(state), chat.Done):
+            if self.past_deadline():
+                # As the embedded executor's bounded turn: a turn still running at the run's deadline is
+                # stopped; its supervisor then ends the run as timed out.
+                return failed_handoff(
+                    turn.agent, turn.to_agent, f"the turn of agent {turn.agent!r} did not complete: the run timed out"
+                )
             if isinstance(action, chat.CallModel):
                 if self.gate is not None:
                     await self.gate.model_call(agent.get("model"))
@@ -334,7 +355,9 @@ class Executor(ActivityDispatch):
                 start_to_close_timeout=timedelta(seconds=int(spec.get("timeoutSeconds") or 60) + 15),
                 schedule_to_close_timeout=self.remaining(),
                 heartbeat_timeout=HEARTBEAT,
-                retry_policy=RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=0.5)),
+                # A tool's own failure is a result (status "error"), never a retry; what is retried is the
+                # worker dying or the history being unreachable (TOOL_RETRY).
+                retry_policy=TOOL_RETRY,
                 result_type=dict,
             )
         except ActivityError as exc:

@@ -3,6 +3,12 @@
 A tool runs with a time limit (a synchronous one in a thread, so the activity's heartbeats go on),
 and a result that is not JSON becomes an error; every call is recorded in the tool metrics.
 :func:`heartbeating` keeps a long activity (a tool or model call) heartbeating meanwhile.
+
+:func:`once` runs one call of one run at most once at a time in this process: Temporal retries an
+activity that missed its heartbeat timeout (a worker starved of CPU, stopped, or cut off from the
+server for a few seconds), possibly on the same worker while the first attempt's tool is still running;
+the retry then waits for that execution instead of starting the tool again (the fault suite measured a
+side effect run twice that way: docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -11,18 +17,62 @@ import asyncio
 import contextlib
 import inspect
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from temporalio import activity
 
 from agent_tree.compiler import CompiledTree
+from agent_tree.idempotency import calling, offering
 from agent_tree.models import ToolResult
 from agent_tree.node import AgentNode, error_message, maybe_await
 from agent_tree.spec import AgentSpec
 from agent_tree_worker import metrics, payloads
 
 HEARTBEAT_EVERY = 1.0
+T = TypeVar("T")
+# Executions in progress in this process, by the call's idempotency key (agent_tree.call_key).
+_running: dict[str, asyncio.Task[Any]] = {}
+
+
+async def once(key: str, work: Callable[[], Awaitable[T]]) -> T:
+    """``work()`` for call ``key``, joined by any attempt of the same call that comes while it runs.
+
+    The execution is a task of its own: an attempt that Temporal gave up on (heartbeat timeout: the
+    activity is cancelled as *not found* or *timed out*) leaves it running for the retry to join, and
+    it ends by itself at the tool's time limit. A real cancellation (the run cancelled, the worker
+    shutting down) cancels it.
+    """
+    task = _running.get(key)
+    if task is None:
+        task = asyncio.get_running_loop().create_task(_offered(key, work))
+        _running[key] = task
+        task.add_done_callback(lambda done: _running.pop(key, None) if _running.get(key) is done else None)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not _abandoned():
+            task.cancel()
+        raise
+
+
+async def _offered(key: str, work: Callable[[], Awaitable[T]]) -> T:
+    with offering(key):
+        return await work()
+
+
+def _abandoned() -> bool:
+    """Whether this activity attempt was cancelled because Temporal retried it elsewhere (not a cancel)."""
+    try:
+        details = activity.cancellation_details()
+    except RuntimeError:  # not in an activity
+        return False
+    return details is not None and (details.not_found or details.timed_out) and not details.cancel_requested
+
+
+def running_calls() -> int:
+    """Tool executions in progress in this process (tests)."""
+    return len(_running)
 
 
 @contextlib.asynccontextmanager
@@ -80,7 +130,8 @@ async def _run_tool(node: AgentNode, name: str, args: dict[str, Any], limit: flo
             and tool.agent is None
             and not inspect.iscoroutinefunction(tool.func)
         ):
-            output = await maybe_await(await asyncio.wait_for(asyncio.to_thread(tool.func, **args), limit))
+            with calling():  # the call's idempotency key (agent_tree.call_key), seen by the thread too
+                output = await maybe_await(await asyncio.wait_for(asyncio.to_thread(tool.func, **args), limit))
             result = ToolResult(tool_name=name, output=output, duration_ms=(time.perf_counter() - started) * 1000)
         else:
             result = await asyncio.wait_for(node.run_tool(name, **args), limit)
