@@ -10,7 +10,8 @@ its row. The feed ends after the run's end marker (or a final status in PostgreS
 
 Each subscriber has its own bounded queue: a client that cannot keep up is dropped (its stream ends
 with ``reconnect`` and the client resumes from its ``Last-Event-ID``) rather than making the feed or
-the API's memory wait for it.
+the API's memory wait for it. A feed encodes each event once (``frames.EncodedStep``, bytes), so what a
+listener does per event is a queue hand-off and a concatenation, whatever the number of listeners.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from redis.exceptions import RedisError
 
 from agent_tree.contract import RUN_END, RUN_STATUSES, decode_step, is_transient
 from agent_tree.naming import stream_key
+from agent_tree_api.frames import EncodedStep, frame
 from agent_tree_api.history import History, HistoryUnavailable
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,8 @@ PAGE = 1000
 
 @dataclass(eq=False)  # compared and hashed by identity: a set holds each listener
 class Subscription:
-    """What one listener receives: ``(kind, payload)`` with kind ``step``, ``delta``, ``end`` or ``drop``."""
+    """What one listener receives: ``(kind, payload)`` with kind ``step`` (an :class:`EncodedStep`),
+    ``delta`` or ``end`` (the frame's bytes) or ``drop``."""
 
     workflow_id: str
     queue: asyncio.Queue[tuple[str, Any]] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX + 1))
@@ -73,7 +76,7 @@ class Feed:
             steps = await self.hub.history.steps(self.workflow_id, after=self.last_ord, limit=PAGE)
             for step in steps:
                 self.last_ord = step["ord"]
-                self.broadcast("step", step)
+                self.broadcast("step", EncodedStep.of(step))
             if len(steps) < PAGE:
                 return
 
@@ -98,7 +101,7 @@ class Feed:
                         ended = await self.final_status()
                 if ended is not None:
                     await self.read_history()  # the run's last steps were written before its end
-                    self.broadcast("end", ended)
+                    self.broadcast("end", frame("end", ended))
                     return
                 need_read = False
             except HistoryUnavailable as exc:
@@ -111,7 +114,8 @@ class Feed:
                     for entry_id, fields in entries:
                         stream_id = entry_id
                         if is_transient(fields):
-                            self.broadcast("delta", decode_step(fields))  # model text: no PostgreSQL read
+                            # model text: no PostgreSQL read
+                            self.broadcast("delta", frame("model_delta", decode_step(fields)))
                             continue
                         need_read = True
                         if fields.get(b"type") == RUN_END.encode():

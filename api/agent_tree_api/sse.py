@@ -11,15 +11,18 @@ silence so that proxies keep the connection, and ``retry:`` tells browsers how s
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 
-from agent_tree.contract import Step, ord_str
+from agent_tree.contract import ord_str
 from agent_tree_api.deps import Services
 from agent_tree_api.feeds import PAGE
+from agent_tree_api.frames import frame, step_frame
+
+BATCH = 500
+"""At most this many queued events go out in one write (a listener that fell behind catches up in a
+few writes instead of one per event)."""
 
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 DESCRIPTION = (
@@ -28,22 +31,6 @@ DESCRIPTION = (
     "`reconnect` (the client fell behind: reconnect with Last-Event-ID), `end` (final status; the stream closes). "
     "A `:` comment every 15 s of silence."
 )
-
-
-def frame(event: str, data: Any, event_id: str | None = None) -> bytes:
-    head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'), default=str)}\n\n".encode()
-
-
-def step_frame(step: Step) -> bytes:
-    return frame(step["type"], step, ord_str(step["ord"]))
-
-
-def _lag(step: Step) -> float | None:
-    try:
-        return time.time() - datetime.fromisoformat(str(step["ts"])).timestamp()
-    except (ValueError, KeyError):
-        return None
 
 
 async def events(
@@ -63,37 +50,47 @@ async def events(
         if finished or sub.catch_up:  # type: ignore[union-attr]
             while True:
                 steps = await svc.history.steps(workflow_id, after=last, limit=PAGE)
-                for step in steps:
-                    last = step["ord"]
-                    yield step_frame(step)
+                if steps:
+                    last = steps[-1]["ord"]
+                    yield b"".join(step_frame(step) for step in steps)
                 if len(steps) < PAGE:
                     break
         if finished:
             run = await svc.history.run(workflow_id) or {}
             yield frame("end", {"status": run.get("status"), "answer": run.get("answer")})
             return
+        queue = sub.queue  # type: ignore[union-attr]
         while True:
             try:
-                kind, payload = await asyncio.wait_for(sub.queue.get(), timeout=config.heartbeat_seconds)  # type: ignore[union-attr]
+                async with asyncio.timeout(config.heartbeat_seconds):
+                    items = [await queue.get()]
             except TimeoutError:
                 yield b": keep-alive\n\n"
                 continue
-            if kind == "step":
-                if last is None or payload["ord"] > last:
-                    last = payload["ord"]
-                    lag = _lag(payload)
-                    if lag is not None:
-                        metrics.delivery_lag.observe(max(lag, 0.0))
-                    yield step_frame(payload)
-            elif kind == "delta":
-                yield frame("model_delta", payload)
-            elif kind == "end":
-                yield frame("end", payload)
-                return
-            else:  # "drop": this client fell behind; it resumes from its Last-Event-ID
-                metrics.dropped.inc()
-                yield frame("reconnect", {"after": ord_str(last) if last else None})
-                return
+            while len(items) < BATCH and not queue.empty():
+                items.append(queue.get_nowait())
+            out: list[bytes] = []
+            now = time.time()
+            for kind, payload in items:
+                if kind == "step":
+                    if last is None or payload.ord > last:
+                        last = payload.ord
+                        if payload.ts is not None:
+                            metrics.delivery_lag.observe(max(now - payload.ts, 0.0))
+                        out.append(payload.frame)
+                elif kind == "delta":
+                    out.append(payload)
+                elif kind == "end":
+                    out.append(payload)
+                    yield b"".join(out)
+                    return
+                else:  # "drop": this client fell behind; it resumes from its Last-Event-ID
+                    metrics.dropped.inc()
+                    out.append(frame("reconnect", {"after": ord_str(last) if last else None}))
+                    yield b"".join(out)
+                    return
+            if out:
+                yield b"".join(out)
     finally:
         if sub is not None:
             svc.feeds.unsubscribe(sub)

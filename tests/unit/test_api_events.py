@@ -150,3 +150,29 @@ async def test_model_text_is_passed_on_without_reading_postgresql_and_the_end_ma
     assert [f["event"] for f in frames[2:]] == ["reasoning"] + ["model_delta"] * 20 + ["end"]
     assert '"text":"t0"' in frames[3]["data"] and "id" not in frames[3]
     assert reads == 2  # once when the feed starts, once for the end marker; none for the 20 text batches
+
+
+async def test_a_feed_encodes_each_step_once_and_a_client_behind_gets_them_in_one_write():
+    """Two listeners of one feed get the same bytes object (encoded once, not once per client); what
+    is queued for a listener goes out in one chunk, in order."""
+    svc = make_services()
+    subs = [svc.feeds.subscribe(WF, None) for _ in range(2)]
+    feed = svc.feeds._feeds[WF]
+    feed.task.cancel()  # the test plays the feed
+    for i in range(1, 4):
+        svc.history.add_step(WF, [i])
+    await feed.read_history()
+    queued = [[sub.queue.get_nowait() for _ in range(sub.queue.qsize())] for sub in subs]
+    assert [p.ord for _, p in queued[0]] == [[1], [2], [3]]
+    assert all(a[1].frame is b[1].frame for a, b in zip(*queued, strict=True))
+    for item in queued[0]:
+        subs[0].queue.put_nowait(item)
+    gen = sse.events(svc, WF, None, {}, finished=False)
+    for sub in subs:
+        svc.feeds.unsubscribe(sub)
+    # a listener with three steps and the end queued: one write after retry and snapshot
+    svc.feeds.subscribe = lambda wf, since: subs[0]  # type: ignore[method-assign]
+    subs[0].queue.put_nowait(("end", b"event: end\ndata: {}\n\n"))
+    chunks = [chunk async for chunk in gen]
+    assert len(chunks) == 3, chunks
+    assert [f.get("id") for f in parse(chunks[2])] == ["1", "2", "3", None]
