@@ -7,6 +7,7 @@ conftest Python imported first under that name (tests/e2e's, when the whole suit
 from __future__ import annotations
 
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -20,7 +21,11 @@ from api_process import ApiProcess
 from platformlib import REPO, Platform, wait_for
 from playwright.sync_api import Browser, BrowserContext
 
-IMG = REPO / "docs" / "img"
+# Screenshots: docs/img (what README and docs/web.md show) only when asked, so that a test run leaves
+# the checkout as it was: AGENT_TREE_SCREENSHOTS=docs/img pytest tests/browser
+IMG = Path(os.environ.get("AGENT_TREE_SCREENSHOTS") or REPO / "build" / "screenshots")
+if not IMG.is_absolute():
+    IMG = REPO / IMG
 TREE = "web-invoice"
 
 
