@@ -139,9 +139,12 @@ async def _kill_at(point: str, stack: Stack, workers: dict, flat: dict, runs: li
     Returns the kill's record and a task that fills in its recovery: the seconds from the kill until the
     affected run recorded its next step (or finished).
     """
-    ready = {id(w) for w in flat.values() if getattr(w, "is_ready", True)}
 
     def find() -> tuple[Any, Run | None] | None:
+        # Readiness is looked at on every poll: a replacement that becomes ready during the wait counts
+        # (a set taken once before the wait left a just-killed agent out for all 30 s, and the full run
+        # then killed random workers instead of its points: 5 of 20 kills happened).
+        ready = {id(w) for w in flat.values() if getattr(w, "is_ready", True)}
         if point == "tool":
             found = holder_of_tool_call(stack.root, {k: w for k, w in flat.items() if id(w) in ready})
             return (found[0], next((r for r in runs if r.key == found[1]), None)) if found else None
