@@ -280,7 +280,8 @@ def tail(path: Path, lines: int = 40) -> str:
 
 def create_runs(stack: Stack, count: int, prefix: str) -> dict[str, str]:
     """``count`` AgentRuns of the Python tree (no approval) through the API server: name -> the run's key."""
-    runs = {f"{prefix}-{i}-{uuid.uuid4().hex[:5]}": f"flt-key-{uuid.uuid4().hex[:10]}" for i in range(count)}
+    # 10 hex digits: the soak creates one run at a time (i = 0), and 5 collided after ~1,000 runs
+    runs = {f"{prefix}-{i}-{uuid.uuid4().hex[:10]}": f"flt-key-{uuid.uuid4().hex[:10]}" for i in range(count)}
     items = [
         {
             "apiVersion": "agenttree.io/v1alpha1",
