@@ -47,13 +47,20 @@ async def once(key: str, work: Callable[[], Awaitable[T]]) -> T:
     if task is None:
         task = asyncio.get_running_loop().create_task(_offered(key, work))
         _running[key] = task
-        task.add_done_callback(lambda done: _running.pop(key, None) if _running.get(key) is done else None)
+        task.add_done_callback(lambda done: _finished(key, done))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         if not _abandoned():
             task.cancel()
         raise
+
+
+def _finished(key: str, task: asyncio.Task[Any]) -> None:
+    if _running.get(key) is task:
+        del _running[key]
+    if not task.cancelled():
+        task.exception()  # retrieved: an abandoned execution that failed with nobody waiting is not an error
 
 
 async def _offered(key: str, work: Callable[[], Awaitable[T]]) -> T:
