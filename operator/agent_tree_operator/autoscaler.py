@@ -46,12 +46,21 @@ Key = tuple[str, str]  # (namespace, tree)
 
 
 class RunActivity:
-    """Which agent every active run is at, counted per agent and per tree (O(1) reads)."""
+    """Which agent every active run is at, counted per agent and per tree (O(1) reads).
 
-    def __init__(self) -> None:
+    It also remembers when a run last left each agent and each tree (``clock`` seconds): the
+    autoscaler polls every few seconds, and a turn that ends between two polls must count as busy
+    until it ended, not until the last poll that saw it (else ``scaleDownDelaySeconds`` would be
+    shortened by up to one poll interval).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self._runs: dict[str, tuple[str, str, str | None]] = {}
         self._agents: Counter[tuple[str, str, str]] = Counter()
         self._trees: Counter[Key] = Counter()
+        self._left_agent: dict[tuple[str, str, str], float] = {}
+        self._left_tree: dict[Key, float] = {}
 
     def set(self, uid: str, namespace: str, tree: str, agent: str | None) -> None:
         """Run ``uid`` (of ``namespace/tree``) is now at ``agent`` (None: started, no agent yet)."""
@@ -68,15 +77,29 @@ class RunActivity:
         old = self._runs.pop(uid, None)
         if old is None:
             return
+        now = self.clock()
         self._trees[old[:2]] -= 1
+        self._left_tree[old[:2]] = now
         if old[2]:
             self._agents[old] -= 1  # type: ignore[index]
+            self._left_agent[old] = now  # type: ignore[index]
 
     def in_progress(self, namespace: str, tree: str, agent: str) -> int:
         return self._agents[(namespace, tree, agent)]
 
     def active(self, namespace: str, tree: str) -> int:
         return self._trees[(namespace, tree)]
+
+    def last_left(self, namespace: str, tree: str, agent: str | None = None) -> float | None:
+        """When a run last left ``agent`` (or, without one, the tree); None when none has."""
+        if agent is None:
+            return self._left_tree.get((namespace, tree))
+        return self._left_agent.get((namespace, tree, agent))
+
+    def forget_tree(self, namespace: str, tree: str) -> None:
+        self._left_tree.pop((namespace, tree), None)
+        for key in [k for k in self._left_agent if k[:2] == (namespace, tree)]:
+            del self._left_agent[key]
 
 
 @dataclass
@@ -169,6 +192,7 @@ class Autoscaler:
 
     def unregister(self, namespace: str, tree: str) -> None:
         scaler = self.trees.pop((namespace, tree), None)
+        self.activity.forget_tree(namespace, tree)
         if scaler is not None:
             for agent in scaler.agents:
                 metrics.forget_agent(namespace, tree, agent)
@@ -238,6 +262,13 @@ class Autoscaler:
             if state.last_busy is None or observed.busy:
                 # First sight counts as busy: after an operator restart, wait one delay before scaling down.
                 state.last_busy = now
+            # Work that ended between two polls counts until it ended (the root: until its tree's
+            # last run ended), so the delay is measured from the end of the work, not from a poll.
+            left = self.activity.last_left(ns, tree, agent)
+            if agent == scaler.root:
+                left = max(left or 0.0, self.activity.last_left(ns, tree) or 0.0) or None
+            if left is not None and left > state.last_busy:
+                state.last_busy = left
             current = await self.current(ns, scaler.deployment(agent))
             if current is None:
                 return  # not created yet: the tree reconcile makes it

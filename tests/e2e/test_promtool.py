@@ -92,7 +92,13 @@ def test_promtool_is_clean_on_live_operator_and_worker_metrics(
     assert wait_for(finished, 300, f"AgentRun {ns}/{name} finished") == "Succeeded"
     ports = wait_for(lambda: worker_ports(platform, ns), 60, "a worker of every agent with its metrics port")
 
-    scrapes = {"operator": scrape(operator.metrics_port)}
+    def polled() -> str | None:
+        # The autoscaler polls every AGENT_TREE_AUTOSCALE_INTERVAL_SECONDS (5 s by default): a run that
+        # finishes within one interval of the tree's creation can beat its first poll.
+        text = scrape(operator.metrics_port)
+        return text if "agent_tree_autoscaler_desired_replicas{" in text else None
+
+    scrapes = {"operator": wait_for(polled, 30, "the autoscaler's series of the verifier")}
     scrapes.update({f"worker {pod}": scrape(port) for pod, port in sorted(ports.items())})
     # The scrapes hold what the run moved: the linter sees real series, not an empty registry.
     assert 'agent_tree_operator_reconciles_total{kind="AgentRun",result="finished"}' in scrapes["operator"]

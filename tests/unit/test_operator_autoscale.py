@@ -204,7 +204,7 @@ def scaler(replicas: int = 1, spec: AgentTreeSpec | None = None):
     kube = FakeKube({SPECIALIST: replicas, "invoice-supervisor": 1})
     temporal = FakeTemporal()
     clock = Clock()
-    auto = Autoscaler(kube, temporal, RunActivity(), clock=clock)
+    auto = Autoscaler(kube, temporal, RunActivity(clock=clock), clock=clock)
     auto.register(NS, TREE, spec or tree_spec())
     return auto, kube, temporal, clock
 
@@ -251,6 +251,40 @@ async def test_a_run_in_progress_on_the_agent_keeps_its_workers():
     clock.now += 10
     await auto.tick(NS, TREE)
     assert kube.scaled == [(SPECIALIST, 0)]
+
+
+async def test_the_delay_counts_from_when_the_work_ended_not_from_the_last_poll_that_saw_it():
+    auto, kube, _temporal, clock = scaler(replicas=2)
+    auto.activity.set("r1", NS, TREE, "invoice-specialist")
+    await auto.tick(NS, TREE)  # a poll sees the turn
+    clock.now += 1.9
+    auto.activity.set("r1", NS, TREE, "verifier")  # the turn ends between two polls
+    clock.now += 3.2
+    await auto.tick(NS, TREE)  # 5.1 s after the poll that saw it, 3.2 s after it ended
+    assert kube.scaled == []
+    clock.now += 1.7
+    await auto.tick(NS, TREE)  # 4.9 s after it ended
+    assert kube.scaled == []
+    clock.now += 0.2
+    await auto.tick(NS, TREE)
+    assert kube.scaled == [(SPECIALIST, 0)]
+
+
+async def test_the_roots_delay_counts_from_when_its_trees_last_run_ended():
+    def root_autoscaled(spec):
+        spec["agents"][0]["worker"] = {"autoscale": {"minReplicas": 0, "maxReplicas": 2, "scaleDownDelaySeconds": 5}}
+
+    auto, kube, _temporal, clock = scaler(spec=tree_spec(root_autoscaled))
+    auto.activity.set("r1", NS, TREE, "triage")
+    await auto.tick(NS, TREE)
+    clock.now += 4
+    auto.activity.drop("r1")  # the run finished at triage, never at the root itself
+    clock.now += 2
+    await auto.tick(NS, TREE)  # 6 s after the poll that held it, 2 s after the run ended
+    assert ("invoice-supervisor", 0) not in kube.scaled
+    clock.now += 3.1
+    await auto.tick(NS, TREE)
+    assert ("invoice-supervisor", 0) in kube.scaled
 
 
 async def test_root_is_held_while_its_tree_has_active_runs():
