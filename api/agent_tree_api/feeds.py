@@ -180,7 +180,9 @@ class Feeds:
         """
         sub = Subscription(workflow_id)
         feed = self._feeds.get(workflow_id)
-        if feed is None or feed.task is None or feed.task.done():
+        # A feed whose last listener just left is being cancelled (cancelling() > 0) but not done yet:
+        # joining it would wait forever for a reader that is gone. Start a new one instead.
+        if feed is None or feed.task is None or feed.task.done() or feed.task.cancelling():
             feed = self._feeds[workflow_id] = Feed(self, workflow_id)
             feed.last_ord = since
             sub.catch_up = False
@@ -194,6 +196,7 @@ class Feeds:
         try:
             await feed.run()
         except asyncio.CancelledError:
+            feed.broadcast("drop", None)  # anyone still subscribed resumes with its Last-Event-ID
             raise
         except Exception:
             log.exception("feed of %s failed; its listeners reconnect", feed.workflow_id)

@@ -97,6 +97,22 @@ async def test_a_client_that_falls_behind_is_told_to_reconnect(monkeypatch):
     assert kinds == ["step", "step", "step", "drop"]
 
 
+async def test_a_client_that_reconnects_while_the_feed_it_left_is_being_cancelled_gets_a_live_feed():
+    svc = make_services()
+    svc.history.add_step(WF, [1])
+    first = svc.feeds.subscribe(WF, None)
+    assert (await asyncio.wait_for(first.queue.get(), 2))[0] == "step"
+    svc.feeds.unsubscribe(first)  # its last listener left: the feed is cancelled, not yet done
+    # ... and the client is back before the cancellation ran (a reconnect handled in between)
+    again = svc.feeds.subscribe(WF, [1])
+    svc.history.add_step(WF, [2])
+    svc.history.runs[WF] = {"status": "completed", "answer": "a"}
+    kind, payload = await asyncio.wait_for(again.queue.get(), 2)  # a reader is there for it
+    assert kind == "step" and payload.ord == [2]
+    assert (await asyncio.wait_for(again.queue.get(), 2))[0] == "end"
+    svc.feeds.unsubscribe(again)
+
+
 async def test_the_http_stream_has_the_headers_proxies_need():
     svc = make_services()
     svc.history.runs[WF] = {
