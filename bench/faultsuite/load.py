@@ -1,5 +1,7 @@
 """Load through the operator: runs in batches, and a soak at a steady rate, with latencies, success rate,
-resident memory of the operator and the workers over time, and PostgreSQL rows and bytes per run."""
+resident memory of the operator, the workers and the REST API over time, and PostgreSQL rows and bytes
+per run. Every run is also followed through ``agent-tree api`` (one SSE stream per run until ``end``,
+and a runs list every 5 s: ``faultsuite.api_watch``)."""
 
 from __future__ import annotations
 
@@ -8,23 +10,26 @@ import contextlib
 import time
 from typing import Any
 
+from faultsuite.api_watch import Watchers
 from faultsuite.observe import FINAL, History, RunWatch, percentile
 from faultsuite.stack import Stack, create_runs, poll
 
 
 class Sampler:
-    """Resident memory (MiB) of the operator and of all workers, every ``every`` seconds, in a task."""
+    """Resident memory (MiB) of the operator, of all workers and of the API, every ``every`` seconds, in a task."""
 
-    def __init__(self, stack: Stack, every: float = 2.0) -> None:
-        self.stack, self.every = stack, every
-        self.samples: list[tuple[float, float, float]] = []
+    def __init__(self, stack: Stack, every: float = 2.0, api: Any = None) -> None:
+        self.stack, self.every, self.api = stack, every, api
+        self.samples: list[tuple[float, float, float, float]] = []
         self.began = time.monotonic()
         self.task: asyncio.Task | None = None
 
     async def _loop(self) -> None:
         while True:
             op = self.stack.operator.rss_kib() if self.stack.operator else 0
-            self.samples.append((time.monotonic() - self.began, op / 1024, self.stack.worker_rss_kib() / 1024))
+            api = self.api.rss_kib() if self.api else 0
+            at = time.monotonic() - self.began
+            self.samples.append((at, op / 1024, self.stack.worker_rss_kib() / 1024, api / 1024))
             await asyncio.sleep(self.every)
 
     def __enter__(self) -> Sampler:
@@ -43,6 +48,8 @@ class Sampler:
                              "max": round(max(s[1] for s in self.samples), 1)},
             "workers_mib": {"first": round(first[2], 1), "last": round(last[2], 1),
                             "max": round(max(s[2] for s in self.samples), 1)},
+            "api_mib": {"first": round(first[3], 1), "last": round(last[3], 1),
+                        "max": round(max(s[3] for s in self.samples), 1)},
         }  # fmt: skip
 
 
@@ -74,19 +81,25 @@ async def batches(stack: Stack, total: int, batch: int, within: float = 600, max
     created: dict[str, float] = {}
     began = time.monotonic()
     try:
-        with Sampler(stack) as sampler:
-            while len(created) < total and not (max_minutes and time.monotonic() - began > max_minutes * 60):
-                at = time.monotonic()
-                names = create_runs(stack, min(batch, total - len(created)), "load")
-                created.update(dict.fromkeys(names, at))
-                with contextlib.suppress(TimeoutError):
-                    await poll(lambda n=names: all(watch.phases().get(x) in FINAL for x in n), "a batch", within, 0.3)
+        async with Watchers(stack) as api:
+            with Sampler(stack, api=api.api) as sampler:
+                while len(created) < total and not (max_minutes and time.monotonic() - began > max_minutes * 60):
+                    at = time.monotonic()
+                    names = create_runs(stack, min(batch, total - len(created)), "load")
+                    created.update(dict.fromkeys(names, at))
+                    api.follow(names)
+                    with contextlib.suppress(TimeoutError):
+                        await poll(
+                            lambda n=names: all(watch.phases().get(x) in FINAL for x in n), "a batch", within, 0.3
+                        )
+                elapsed = time.monotonic() - began
+                await api.settled(60)
+            followed = api.summary()
         phases = watch.phases()
     finally:
         watch.stop()
     latencies = _latencies(watch, created)
     succeeded = sum(1 for n in created if phases.get(n) == "Succeeded")
-    elapsed = time.monotonic() - began
     made = len(created)
     cut = f" (of {total}: cut at {max_minutes:g} min)" if made < total else ""
     return {
@@ -107,6 +120,7 @@ async def batches(stack: Stack, total: int, batch: int, within: float = 600, max
             "max": round(max(latencies, default=0.0), 2),
         },
         "memory": sampler.summary(),
+        "api": followed,
         "postgres": await _volume(stack, made),
     }
 
@@ -118,13 +132,20 @@ async def soak(stack: Stack, minutes: float, rate: float, within: float = 600) -
     created: dict[str, float] = {}
     began = time.monotonic()
     try:
-        with Sampler(stack, every=5.0) as sampler:
-            while time.monotonic() - began < minutes * 60:
-                created.update(dict.fromkeys(create_runs(stack, 1, "soak"), time.monotonic()))
-                next_at = began + len(created) / rate
-                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            with contextlib.suppress(TimeoutError):
-                await poll(lambda: all(watch.phases().get(n) in FINAL for n in created), "the soak's runs", within, 1)
+        async with Watchers(stack) as api:
+            with Sampler(stack, every=5.0, api=api.api) as sampler:
+                while time.monotonic() - began < minutes * 60:
+                    names = create_runs(stack, 1, "soak")
+                    created.update(dict.fromkeys(names, time.monotonic()))
+                    api.follow(names)
+                    next_at = began + len(created) / rate
+                    await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                with contextlib.suppress(TimeoutError):
+                    await poll(
+                        lambda: all(watch.phases().get(n) in FINAL for n in created), "the soak's runs", within, 1
+                    )
+                await api.settled(60)
+            followed = api.summary()
         phases = watch.phases()
     finally:
         watch.stop()
@@ -140,6 +161,7 @@ async def soak(stack: Stack, minutes: float, rate: float, within: float = 600) -
             "p50": round(percentile(lat, 50), 2), "p99": round(percentile(lat, 99), 2),
             "operator_mib": round(max((s[1] for s in mem), default=0.0), 1),
             "workers_mib": round(max((s[2] for s in mem), default=0.0), 1),
+            "api_mib": round(max((s[3] for s in mem), default=0.0), 1),
         })  # fmt: skip
     succeeded = sum(1 for n in created if phases.get(n) == "Succeeded")
     return {
@@ -154,5 +176,6 @@ async def soak(stack: Stack, minutes: float, rate: float, within: float = 600) -
         "success_rate": round(succeeded / len(created), 4) if created else 0.0,
         "per_minute": per_minute,
         "memory": sampler.summary(),
+        "api": followed,
         "postgres": await _volume(stack, len(created)),
     }

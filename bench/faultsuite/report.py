@@ -70,9 +70,21 @@ def table(results: list[dict[str, Any]]) -> str:
                 f" -> {mem.get('workers_mib', {}).get('last')} MiB; PostgreSQL {pg.get('step_rows_per_run')} step rows"
                 f" and {pg.get('bytes_per_run')} bytes per run"
             )
+            api = r.get("api")
+            if api:
+                api_mem = mem.get("api_mib", {})
+                notes.append(
+                    f"  - through the REST API: {api['ended']}/{api['followed']} SSE followers got `end`"
+                    f" ({api['ended_completed']} completed), {api['events']} step events,"
+                    f" {api['out_of_order_or_repeated']} out of order or repeated, {api['reconnects']} reconnects;"
+                    f" runs list p50 {api['list_ms']['p50']} ms / p99 {api['list_ms']['p99']} ms over"
+                    f" {api['list_requests']} requests ({len(api['list_errors'])} errors); API RSS"
+                    f" {api_mem.get('first')} -> {api_mem.get('last')} MiB (max {api_mem.get('max')})"
+                )
         for m in r.get("per_minute") or []:
             notes.append(f"  - minute {m['minute']}: {m['succeeded']}/{m['runs']} succeeded, latency p50 {m['p50']} s"
-                         f" / p99 {m['p99']} s, operator {m['operator_mib']} MiB, workers {m['workers_mib']} MiB")  # fmt: skip
+                         f" / p99 {m['p99']} s, operator {m['operator_mib']} MiB, workers {m['workers_mib']} MiB"
+                         + (f", API {m['api_mib']} MiB" if "api_mib" in m else ""))  # fmt: skip
         requested = r.get("requested_repetitions")
         if requested and requested != r["repetitions"]:
             notes.append(f"- {r['fault']}: {r['repetitions']} of {requested} requested kills happened (the runs "

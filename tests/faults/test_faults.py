@@ -30,6 +30,12 @@ async def test_load_through_the_operator_completes_every_run(stack: Stack) -> No
     assert result["postgres"]["step_rows_per_run"] > 0 and result["postgres"]["bytes_per_run"] > 0, result
     assert result["memory"]["operator_mib"]["max"] > 0 and result["memory"]["workers_mib"]["max"] > 0, result
     assert_nothing_lost_or_repeated(result)
+    # Every run was also followed through `agent-tree api` to its end, each step once and in order.
+    api = result["api"]
+    assert api["followed"] == result["runs"] and api["ended_completed"] == result["runs"], api
+    assert api["out_of_order_or_repeated"] == 0 and api["events"] >= result["runs"], api
+    assert api["list_requests"] > 0 and not api["list_errors"], api
+    assert result["memory"]["api_mib"]["max"] > 0, result
 
 
 async def test_worker_kills_mid_tool_model_and_approval_lose_and_repeat_nothing(stack: Stack) -> None:
