@@ -12,33 +12,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import subprocess
 import time
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from platformlib import procs
 from services import free_port
 
-from faultsuite import REPO
 from faultsuite.observe import percentile
-from faultsuite.stack import AGENT_TREE, Stack, poll, tail
+from faultsuite.stack import ServiceProcess, Stack, poll
 
 READER = "soak-reader"
 
 
-class Api:
+class Api(ServiceProcess):
     """``agent-tree api`` against the stack's API server (its own identity: the admin kubeconfig)."""
 
+    name = "API"
+
     def __init__(self, stack: Stack) -> None:
+        super().__init__(stack.root / "api.log")
         self.stack = stack
-        self.log = stack.root / "api.log"
         self.port, self.metrics_port = free_port(), free_port()
-        self.proc: subprocess.Popen | None = None
 
     @property
     def base_url(self) -> str:
@@ -53,32 +48,10 @@ class Api:
             AGENT_TREE_API_METRICS_PORT=str(self.metrics_port),
             PYTHONUNBUFFERED="1",
         )
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [str(AGENT_TREE), "api", "--log-level", "warning"],
-                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True,
-            )  # fmt: skip
+        self.spawn(["api", "--log-level", "warning"], env)
 
     def ready(self) -> bool:
-        if self.proc is None or self.proc.poll() is not None:
-            raise RuntimeError(f"the API exited ({self.log}):\n{tail(self.log)}")
-        try:
-            with urllib.request.urlopen(f"{self.base_url}/readyz", timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(30)
-
-    def rss_kib(self) -> int:
-        return procs.rss_kib(procs.group_members(self.proc.pid)) if self.proc and self.proc.poll() is None else 0
+        return self.answers(f"{self.base_url}/readyz")
 
 
 def reader_token(stack: Stack) -> str:

@@ -66,43 +66,37 @@ class SlowModel(FakeOpenAI):
             return [call for call, n in self.inflight.items() if n > 0]
 
 
-class Operator:
-    """``agent-tree operator`` against the private API server and services, watching ``flt-*``."""
+class ServiceProcess:
+    """An ``agent-tree`` command run as its own process group: spawned, probed over HTTP, stopped, measured."""
 
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-        self.log = stack.root / "operator.log"
-        self.health_port = free_port()
+    name = "process"
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
-    def start(self) -> None:
-        env = self.stack.base_env()
-        env.update(
-            KUBECONFIG=str(self.stack.kube.kubeconfig),
-            AGENT_TREE_HEALTH_PORT=str(self.health_port),
-            AGENT_TREE_METRICS_PORT="0",
-            AGENT_TREE_WORKER_METRICS_PORT="0",
-            PYTHONUNBUFFERED="1",
-        )
+    def spawn(self, args: list[str], env: dict[str, str]) -> None:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [str(AGENT_TREE), "operator", "--namespace", "flt-*"],
-                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True,
-            )  # fmt: skip
+                [str(AGENT_TREE), *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=REPO,
+                start_new_session=True,
+            )
         self.starts += 1
 
-    def healthy(self) -> bool:
+    def answers(self, url: str) -> bool:
+        """True when ``url`` answers 200; raises when the process has exited (with its log's tail)."""
         if self.proc is None or self.proc.poll() is not None:
-            raise RuntimeError(f"the operator exited ({self.log}):\n{tail(self.log)}")
+            raise RuntimeError(f"the {self.name} exited ({self.log}):\n{tail(self.log)}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as resp:
+            with urllib.request.urlopen(url, timeout=2) as resp:
                 return resp.status == 200
         except OSError:
             return False
-
-    async def ready(self, within: float = 90) -> None:
-        await poll(self.healthy, "the operator's /healthz", within)
 
     def kill(self) -> None:
         os.killpg(self.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
@@ -118,7 +112,36 @@ class Operator:
                 self.proc.wait(30)
 
     def rss_kib(self) -> int:
-        return procs.rss_kib(procs.group_members(self.proc.pid)) if self.proc else 0
+        alive = self.proc is not None and self.proc.poll() is None
+        return procs.rss_kib(procs.group_members(self.proc.pid)) if alive else 0  # type: ignore[union-attr]
+
+
+class Operator(ServiceProcess):
+    """``agent-tree operator`` against the private API server and services, watching ``flt-*``."""
+
+    name = "operator"
+
+    def __init__(self, stack: Stack) -> None:
+        super().__init__(stack.root / "operator.log")
+        self.stack = stack
+        self.health_port = free_port()
+
+    def start(self) -> None:
+        env = self.stack.base_env()
+        env.update(
+            KUBECONFIG=str(self.stack.kube.kubeconfig),
+            AGENT_TREE_HEALTH_PORT=str(self.health_port),
+            AGENT_TREE_METRICS_PORT="0",
+            AGENT_TREE_WORKER_METRICS_PORT="0",
+            PYTHONUNBUFFERED="1",
+        )
+        self.spawn(["operator", "--namespace", "flt-*"], env)
+
+    def healthy(self) -> bool:
+        return self.answers(f"http://127.0.0.1:{self.health_port}/healthz")
+
+    async def ready(self, within: float = 90) -> None:
+        await poll(self.healthy, "the operator's /healthz", within)
 
 
 class Stack:
