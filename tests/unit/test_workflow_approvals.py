@@ -30,7 +30,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
-from test_workflow_mocked import TEMPORAL
+from test_workflow_mocked import STARTUP, TEMPORAL
 
 from agent_tree import naming, step_text
 from agent_tree.contract import Progress
@@ -109,7 +109,7 @@ class Mocks:
 @pytest.fixture(scope="module")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     async with await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(TEMPORAL), data_converter=DATA_CONVERTER
+        dev_server_existing_path=str(TEMPORAL), data_converter=DATA_CONVERTER, dev_server_startup_timeout=STARTUP
     ) as env:
         yield env
 

