@@ -59,6 +59,14 @@ class FakeKube:
             return copy.deepcopy(self.objects[path])
         if method == "GET" and path.endswith(("/agentruns", "/agenttrees", "/agentapprovals")):
             items = [o for p, o in self.objects.items() if p.rsplit("/", 1)[0] == path]
+            selector = (params or {}).get("labelSelector")
+            if selector:  # the two forms the API uses: key=value and key!=value (absent matches !=)
+                key, _, value = selector.replace("!=", "=").partition("=")
+                negated = "!=" in selector
+                items = [
+                    o for o in items
+                    if (((o.get("metadata") or {}).get("labels") or {}).get(key) == value) != negated
+                ]  # fmt: skip
             return {"items": copy.deepcopy(items)}
         if method == "POST":
             obj = copy.deepcopy(body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -22,6 +23,8 @@ from agent_tree_api.views import run_summary, run_view
 router = APIRouter(prefix=PREFIX, tags=["runs"])
 Namespace = Annotated[str, Path(pattern=NAMESPACE_RE, max_length=63)]
 Name = Annotated[str, Path(pattern=NAME_RE, max_length=253)]
+PAGE_GETS = 8
+"""At most this many GETs of a list page's AgentRuns at once."""
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem} for code in (400, 401, 403, 404, 409, 413, 422, 503)
 }
@@ -69,7 +72,7 @@ async def list_runs(
         )
     )
     page, more = rows[: query.limit], len(rows) > query.limit
-    live = await _agentruns(svc, who, namespace)
+    live = await _agentruns(svc, who, namespace, [row["name"] for row in page])
     items = []
     if query.before is None and query.statuses is None:
         seen = {row["uid"] for row in page}
@@ -88,14 +91,40 @@ async def list_runs(
     return RunList(items=items, nextCursor=encode_cursor(page[-1]) if more else None)
 
 
-async def _agentruns(svc: Services, who: Caller, namespace: str) -> dict[str, dict[str, Any]]:
+async def _agentruns(svc: Services, who: Caller, namespace: str, names: list[str]) -> dict[str, dict[str, Any]]:
+    """The AgentRuns a page needs, by name: every unfinished one (the not-yet-started runs are listed
+    from them), and those of ``names`` (the page's history rows) that still exist.
+
+    What this costs grows with the runs in flight and the page size, not with the namespace's history:
+    one list with the label selector the operator's own watch uses (``agenttree.io/finished!=true``;
+    runs without the label are included), then a GET per page row not in it (at most ``limit``, a few
+    at a time). Listing every AgentRun instead took 18 s at p99 and grew the API's memory with 1,800
+    finished runs in the namespace (the fault suite's soak).
+    """
     try:
-        listed = await svc.kube.as_caller(who.token, "GET", resource_path(namespace, "agentruns"))
+        listed = await svc.kube.as_caller(
+            who.token,
+            "GET",
+            resource_path(namespace, "agentruns"),
+            params={"labelSelector": naming.UNFINISHED_SELECTOR},
+        )
     except KubeError as exc:
         if exc.status == 403:
             return {}  # may read the history (the SubjectAccessReview said so) but not list the objects
         raise ApiError.from_kube(exc) from None
-    return {obj["metadata"]["name"]: obj for obj in listed.get("items") or []}
+    found = {obj["metadata"]["name"]: obj for obj in listed.get("items") or []}
+    gate = asyncio.Semaphore(PAGE_GETS)
+
+    async def one(name: str) -> None:
+        async with gate:
+            try:
+                found[name] = await svc.kube.as_caller(who.token, "GET", resource_path(namespace, "agentruns", name))
+            except KubeError as exc:
+                if exc.status not in (403, 404):  # deleted, or not to be read one by one: history only
+                    raise ApiError.from_kube(exc) from None
+
+    await asyncio.gather(*(one(name) for name in dict.fromkeys(names) if name not in found))
+    return found
 
 
 @router.get("/runs/{name}", response_model=RunView, responses=ERRORS)
