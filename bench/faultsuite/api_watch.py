@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import json
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -83,6 +84,7 @@ class Followed:
     reconnects: int = 0
     out_of_order: int = 0
     error: str | None = None
+    why: list[str] = field(default_factory=list)  # why each reconnect happened
 
 
 def _ord(event_id: str) -> tuple[int, ...]:
@@ -149,6 +151,7 @@ class Watchers:
             headers = dict(self.headers, Accept="text/event-stream")
             if last is not None:
                 headers["Last-Event-ID"] = last
+            why = "the stream closed without 'end'"
             try:
                 async with self.http.stream("GET", url, headers=headers) as resp:  # type: ignore[union-attr]
                     if resp.status_code != 200:
@@ -171,11 +174,13 @@ class Watchers:
                             if event == "end":
                                 return
                             if event == "reconnect":
+                                why = "the API sent 'reconnect'"
                                 break
                             event = event_id = None
             except (httpx.HTTPError, OSError) as exc:
-                got.error = f"{type(exc).__name__}: {exc}"
+                got.error = why = f"{type(exc).__name__}: {exc}"[:200]
             got.reconnects += 1
+            got.why.append(why)
             await asyncio.sleep(0.5)
         got.error = got.error or f"no 'end' within {self.within:g}s"
 
@@ -203,6 +208,7 @@ class Watchers:
             "events": sum(f.events for f in runs),
             "out_of_order_or_repeated": sum(f.out_of_order for f in runs),
             "reconnects": sum(f.reconnects for f in runs),
+            "reconnect_reasons": dict(Counter(why for f in runs for why in f.why).most_common(5)),
             "not_ended": errors[:5],
             "list_requests": len(self.list_ms) + len(self.list_errors),
             "list_errors": self.list_errors[:5],

@@ -80,6 +80,7 @@ def table(results: list[dict[str, Any]]) -> str:
                     f" runs list p50 {api['list_ms']['p50']} ms / p99 {api['list_ms']['p99']} ms over"
                     f" {api['list_requests']} requests ({len(api['list_errors'])} errors); API RSS"
                     f" {api_mem.get('first')} -> {api_mem.get('last')} MiB (max {api_mem.get('max')})"
+                    + (f"; reconnect reasons {api['reconnect_reasons']}" if api.get("reconnect_reasons") else "")
                 )
         for m in r.get("per_minute") or []:
             notes.append(f"  - minute {m['minute']}: {m['succeeded']}/{m['runs']} succeeded, latency p50 {m['p50']} s"
