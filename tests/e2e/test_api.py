@@ -178,6 +178,13 @@ def test_create_as_the_caller_attributed_in_the_audit_log_and_succeeds(api: ApiP
     assert run["status"]["phase"] == "Succeeded", run["status"]
     view = call(api, "GET", runs_path(s.ns, "/made"), runner).json()
     assert view["phase"] == "Succeeded" and view["answer"] == "made done" and view["inCluster"] is True
+    # Retired by the operator (out of its watch, labelled with its name), the run is still listed as in
+    # the cluster: the list selects a page's finished runs by that label, not by listing them all.
+    retired = wait_for(lambda: (s.agentrun("made") or {}).get("metadata", {}).get("labels", {}).get("agenttree.io/run"),
+                       60, "the operator's agenttree.io/run label on the finished run")  # fmt: skip
+    assert retired == "made"
+    listed = {i["name"]: i for i in call(api, "GET", runs_path(s.ns), runner).json()["items"]}
+    assert listed["made"]["inCluster"] is True and listed["made"]["phase"] == "Succeeded", listed.get("made")
 
     # refused: each leaves nothing behind
     before = s.agentruns()

@@ -4,6 +4,7 @@ and AgentRun requests from a dict, and a history held in memory. Only the API's 
 from __future__ import annotations
 
 import copy
+import re
 import uuid
 from typing import Any
 
@@ -60,13 +61,8 @@ class FakeKube:
         if method == "GET" and path.endswith(("/agentruns", "/agenttrees", "/agentapprovals")):
             items = [o for p, o in self.objects.items() if p.rsplit("/", 1)[0] == path]
             selector = (params or {}).get("labelSelector")
-            if selector:  # the two forms the API uses: key=value and key!=value (absent matches !=)
-                key, _, value = selector.replace("!=", "=").partition("=")
-                negated = "!=" in selector
-                items = [
-                    o for o in items
-                    if (((o.get("metadata") or {}).get("labels") or {}).get(key) == value) != negated
-                ]  # fmt: skip
+            if selector:
+                items = [o for o in items if matches(selector, (o.get("metadata") or {}).get("labels") or {})]
             return {"items": copy.deepcopy(items)}
         if method == "POST":
             obj = copy.deepcopy(body)
@@ -79,6 +75,25 @@ class FakeKube:
         if method == "DELETE" and path in self.objects:
             return self.objects.pop(path)
         raise KubeError(404, f"{path} not found", "NotFound")
+
+
+def matches(selector: str, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector of the forms the API sends: ``k=v``, ``k!=v``, ``!k``, ``k in (a,b)``."""
+    for term in re.findall(r"[^,(]+\([^)]*\)|[^,]+", selector):
+        term = term.strip()
+        if m := re.fullmatch(r"(\S+) in \((.*)\)", term):
+            ok = labels.get(m[1]) in m[2].split(",")
+        elif term.startswith("!"):
+            ok = term[1:] not in labels
+        elif "!=" in term:
+            key, value = term.split("!=", 1)
+            ok = labels.get(key) != value
+        else:
+            key, value = term.split("=", 1)
+            ok = labels.get(key) == value
+        if not ok:
+            return False
+    return True
 
 
 class FakeHistory(History):

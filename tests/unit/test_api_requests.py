@@ -74,30 +74,42 @@ async def test_a_runs_page_reads_the_unfinished_agentruns_and_its_own_rows_not_t
     base = f"/apis/{naming.GROUP}/{naming.VERSION}/namespaces/team-a/agentruns"
     at = datetime(2026, 12, 1, tzinfo=UTC)
 
-    def agentrun(name: str, finished: bool) -> dict:
-        labels = {naming.LABEL_FINISHED: "true"} if finished else {}
-        status = {"phase": "Succeeded" if finished else "Running", "currentAgent": "r", "workflowId": f"wf-{name}"}
+    def agentrun(name: str, labels: dict) -> dict:
+        status = {"phase": "Succeeded", "currentAgent": "r", "workflowId": f"wf-{name}"}
         return {"metadata": {"name": name, "uid": f"u-{name}", "labels": labels},
                 "spec": {"treeRef": {"name": "invoice"}}, "status": status}  # fmt: skip
 
-    for i in range(6):  # old-0 .. old-5: finished, newest last
-        svc.kube.objects[f"{base}/old-{i}"] = agentrun(f"old-{i}", finished=True)
+    finished = {naming.LABEL_FINISHED: "true"}
+    for i in range(8):  # old-0 .. old-7: finished (labelled by the operator with their names), newest last
+        svc.kube.objects[f"{base}/old-{i}"] = agentrun(f"old-{i}", finished | {naming.LABEL_RUN: f"old-{i}"})
         svc.history.runs[f"wf-old-{i}"] = {
             "namespace": "team-a", "name": f"old-{i}", "uid": f"u-old-{i}", "workflow_id": f"wf-old-{i}",
             "tree": "invoice", "status": "completed", "started_at": at.replace(hour=i), "finished_at": None,
         }  # fmt: skip
-    svc.kube.objects[f"{base}/queued"] = agentrun("queued", finished=False) | {"status": {}}
-    del svc.kube.objects[f"{base}/old-5"]  # deleted: its history remains
-    async with client(svc) as http:
-        r = await http.get(RUNS, params={"limit": 3}, headers=ALICE)
-    assert r.status_code == 200, r.text
-    items = {i["name"]: i for i in r.json()["items"]}
-    assert list(items) == ["queued", "old-5", "old-4", "old-3"]  # the not-started run, then the page
-    assert items["old-5"]["inCluster"] is False and items["old-4"]["inCluster"] is True
-    assert items["old-4"]["currentAgent"] == "r"  # from the AgentRun, fetched by name
-    reads = [c for c in svc.kube.calls if c[0] == "caller" and "/agentruns" in c[2]]
-    assert sorted(c[2].rsplit("/", 1)[1] for c in reads) == ["agentruns", "old-3", "old-4", "old-5"]
-    # old-0 .. old-2 are not on the page and were never read
+    svc.kube.objects[f"{base}/queued"] = agentrun("queued", {}) | {"status": {}}  # not started: no row
+    del svc.kube.objects[f"{base}/old-7"]  # deleted: its history remains
+
+    async def page(limit: int) -> dict:
+        svc.kube.calls.clear()
+        async with client(svc) as http:
+            r = await http.get(RUNS, params={"limit": limit}, headers=ALICE)
+        assert r.status_code == 200, r.text
+        return {i["name"]: i for i in r.json()["items"]}
+
+    items = await page(3)
+    assert list(items) == ["queued", "old-7", "old-6", "old-5"]  # the not-started run, then the page
+    assert items["old-7"]["inCluster"] is False and items["old-6"]["inCluster"] is True
+    assert items["old-6"]["currentAgent"] == "r"  # from the AgentRun
+    reads = [c for c in svc.kube.calls if c[0] == "caller"]
+    assert [c[2].rsplit("/", 1)[1] for c in reads] == ["agentruns"] * 3  # lists only, never a GET per run
+    # old-7 is missing, so the legacy list (finished, no run label) is asked too; it holds nothing
+    # A run an older operator retired (finished label, no run label) is still found:
+    svc.kube.objects[f"{base}/old-6"]["metadata"]["labels"] = dict(finished)
+    items = await page(3)
+    assert items["old-6"]["inCluster"] is True and items["old-7"]["inCluster"] is False
+    # With every page row found, two lists and no more: old-0 .. old-4 were never asked for by name.
+    items = await page(2)
+    assert list(items) == ["queued", "old-7", "old-6"]
 
 
 async def test_another_namespace_is_forbidden_with_the_api_servers_words(svc):

@@ -11,6 +11,7 @@ from agent_tree_operator.config import FINALIZER, OperatorConfig
 from agent_tree_operator.handlers import runs as runs_handlers
 from agent_tree_operator.handlers.setup import DigestDiffBaseStorage, configure
 
+from agent_tree import naming
 from agent_tree.cli import main
 
 
@@ -123,11 +124,12 @@ async def test_retiring_labels_the_run_in_the_same_json_patch_that_releases_the_
     assert not dict(patch)  # no merge patch (that would be a separate request, before the JSON patch)
     ops = patch.as_json_patch(raw)
     touched = {op["path"] for op in ops}
-    assert touched == {"/metadata/labels/agenttree.io~1finished", "/metadata/finalizers"}, ops
+    expected = {"/metadata/labels/agenttree.io~1finished", "/metadata/labels/agenttree.io~1run", "/metadata/finalizers"}
+    assert touched == expected, ops
     after = dict(raw)
     for fn in patch.fns:
         fn(after)
-    assert after["metadata"]["labels"] == {"team": "ap", "agenttree.io/finished": "true"}
+    assert after["metadata"]["labels"] == {"team": "ap", "agenttree.io/finished": "true", "agenttree.io/run": "r"}
     assert not after["metadata"].get("finalizers")
 
 
@@ -145,6 +147,7 @@ async def test_a_finalizer_left_over_from_a_conflicted_patch_never_rides_along_w
     for fn in patch.fns:
         fn(after)
     assert after["metadata"]["labels"]["agenttree.io/finished"] == "true"
+    assert after["metadata"]["labels"]["agenttree.io/run"] == naming.run_label(after["metadata"]["name"])
     assert FINALIZER not in (after["metadata"].get("finalizers") or [])
     other = run_body("Succeeded", finalizers=["example.com/keep", FINALIZER])
     runs_handlers.mark_finished(other)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -23,8 +22,8 @@ from agent_tree_api.views import run_summary, run_view
 router = APIRouter(prefix=PREFIX, tags=["runs"])
 Namespace = Annotated[str, Path(pattern=NAMESPACE_RE, max_length=63)]
 Name = Annotated[str, Path(pattern=NAME_RE, max_length=253)]
-PAGE_GETS = 8
-"""At most this many GETs of a list page's AgentRuns at once."""
+SELECT_BATCH = 100
+"""Names per ``agenttree.io/run in (...)`` selector (a page of 1,000 runs is 10 lists)."""
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem} for code in (400, 401, 403, 404, 409, 413, 422, 503)
 }
@@ -95,36 +94,37 @@ async def _agentruns(svc: Services, who: Caller, namespace: str, names: list[str
     """The AgentRuns a page needs, by name: every unfinished one (the not-yet-started runs are listed
     from them), and those of ``names`` (the page's history rows) that still exist.
 
-    What this costs grows with the runs in flight and the page size, not with the namespace's history:
-    one list with the label selector the operator's own watch uses (``agenttree.io/finished!=true``;
-    runs without the label are included), then a GET per page row not in it (at most ``limit``, a few
-    at a time). Listing every AgentRun instead took 18 s at p99 and grew the API's memory with 1,800
-    finished runs in the namespace (the fault suite's soak).
+    Label-selected lists only, so the cost follows the runs in flight and the page size, not the
+    namespace's history (listing every AgentRun took 18 s at p99 with 1,800 finished runs kept, in the
+    fault suite's soak; a GET per page row cost 50 requests for a page of deleted runs):
+
+    1. ``agenttree.io/finished!=true``: runs in flight, runs kept for a TTL, runs not labelled yet;
+    2. ``agenttree.io/run in (...)``: the page's finished runs (the operator labels a run with its own
+       name when it labels it finished);
+    3. only when page rows are still missing: ``agenttree.io/finished=true,!agenttree.io/run``, the
+       finished runs an operator before that label retired (a set that never grows).
     """
     try:
-        listed = await svc.kube.as_caller(
-            who.token,
-            "GET",
-            resource_path(namespace, "agentruns"),
-            params={"labelSelector": naming.UNFINISHED_SELECTOR},
-        )
+        found = await _list(svc, who, namespace, naming.UNFINISHED_SELECTOR)
+        missing = {naming.run_label(n): n for n in names if n not in found}
+        labels = sorted(missing)
+        for i in range(0, len(labels), SELECT_BATCH):
+            selector = f"{naming.LABEL_RUN} in ({','.join(labels[i : i + SELECT_BATCH])})"
+            found.update({k: v for k, v in (await _list(svc, who, namespace, selector)).items() if k in names})
+        if any(n not in found for n in missing.values()):
+            legacy = f"{naming.LABEL_FINISHED}=true,!{naming.LABEL_RUN}"
+            found.update({k: v for k, v in (await _list(svc, who, namespace, legacy)).items() if k in names})
     except KubeError as exc:
         if exc.status == 403:
             return {}  # may read the history (the SubjectAccessReview said so) but not list the objects
         raise ApiError.from_kube(exc) from None
-    found = {obj["metadata"]["name"]: obj for obj in listed.get("items") or []}
-    gate = asyncio.Semaphore(PAGE_GETS)
-
-    async def one(name: str) -> None:
-        async with gate:
-            try:
-                found[name] = await svc.kube.as_caller(who.token, "GET", resource_path(namespace, "agentruns", name))
-            except KubeError as exc:
-                if exc.status not in (403, 404):  # deleted, or not to be read one by one: history only
-                    raise ApiError.from_kube(exc) from None
-
-    await asyncio.gather(*(one(name) for name in dict.fromkeys(names) if name not in found))
     return found
+
+
+async def _list(svc: Services, who: Caller, namespace: str, selector: str) -> dict[str, dict[str, Any]]:
+    path = resource_path(namespace, "agentruns")
+    listed = await svc.kube.as_caller(who.token, "GET", path, params={"labelSelector": selector})
+    return {obj["metadata"]["name"]: obj for obj in listed.get("items") or []}
 
 
 @router.get("/runs/{name}", response_model=RunView, responses=ERRORS)

@@ -6,7 +6,8 @@ followed when the operator stops is followed again when it starts (daemons are s
 matching object on startup), so its status converges from Temporal.
 
 Finished runs cost the operator no memory: a finished run without a TTL is labelled
-``agenttree.io/finished=true`` in the same JSON patch that releases kopf's finalizer, and the operator
+``agenttree.io/finished=true`` (and ``agenttree.io/run=<its name>``, which the REST API selects a page
+of runs by) in the same JSON patch that releases kopf's finalizer, and the operator
 watches AgentRuns with the selector ``agenttree.io/finished!=true`` (``handlers/setup.py``), so the API
 server drops the run from the watch (a DELETED event: kopf forgets the object) and never lists it
 again. Finished runs without the label (made before this operator version) are labelled when the
@@ -44,7 +45,8 @@ def retirable(status: Any, spec: Any, labels: Any, **_: Any) -> bool:
 
 
 def mark_finished(body: dict[str, Any]) -> None:
-    """A kopf patch function: label the run finished AND drop the operator's finalizer.
+    """A kopf patch function: label the run finished (and ``agenttree.io/run: <its name>``) AND drop the
+    operator's finalizer.
 
     Dropping the finalizer here is kopf's own decision for such a run (no daemon and no deletion
     handler matches it), taken inside the same function so that no other patch function of the cycle
@@ -53,7 +55,10 @@ def mark_finished(body: dict[str, Any]) -> None:
     outside the watch would keep a finalizer nobody removes.
     """
     meta = body.setdefault("metadata", {})
-    meta["labels"] = {**(meta.get("labels") or {}), naming.LABEL_FINISHED: "true"}
+    labels = {**(meta.get("labels") or {}), naming.LABEL_FINISHED: "true"}
+    if meta.get("name"):  # its own name as a label: the REST API fetches a page's runs in one list (``in``)
+        labels[naming.LABEL_RUN] = naming.run_label(meta["name"])
+    meta["labels"] = labels
     if naming.FINALIZER in (meta.get("finalizers") or []):
         meta["finalizers"] = [f for f in meta["finalizers"] if f != naming.FINALIZER]
 
